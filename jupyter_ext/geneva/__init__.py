@@ -1,0 +1,60 @@
+"""geneva: compute new columns of Lance tables with Python functions on Ray, from Jupyter.
+
+In a notebook::
+
+    %load_ext geneva
+    %geneva            # version and host platform report
+
+Loading the extension imports neither Ray nor pyarrow; the native module is
+loaded on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geneva._native import HostPlatform
+
+__all__ = ["__version__", "host_platform", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def host_platform() -> HostPlatform:
+    """Facts about this machine and interpreter: OS, CPU arch, libc, Python, wheel tags.
+
+    >>> hp = geneva.host_platform()
+    >>> hp.arch, hp.libc_family, hp.tags[0]
+    ('x86_64', 'glibc', 'cp311-cp311-linux_x86_64')
+    """
+    from geneva import _native
+
+    return _native.host_platform()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Called by ``%load_ext geneva``: registers geneva's magics."""
+    from geneva.magics import GenevaMagics
+
+    ipython.register_magics(GenevaMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Called by ``%unload_ext geneva``: removes geneva's magics."""
+    from geneva.magics import GenevaMagics
+
+    registered = ipython.magics_manager.registry.pop(GenevaMagics.__name__, None)
+    if registered is None:
+        return
+    for kind, names in GenevaMagics.magics.items():
+        table = ipython.magics_manager.magics[kind]
+        for name in names:
+            table.pop(name, None)
+
+
+def __getattr__(name: str) -> Any:
+    # The version lives in the native module (one source: Cargo.toml), loaded lazily.
+    if name == "__version__":
+        from geneva import _native
+
+        return _native.__version__
+    raise AttributeError(f"module 'geneva' has no attribute {name!r}")

@@ -1,0 +1,12 @@
+//! geneva's native core, built by maturin into `geneva._native`.
+
+pub mod platform;
+mod py;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    py::register(m)
+}
