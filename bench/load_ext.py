@@ -42,7 +42,8 @@ def main() -> int:
     med = {k: statistics.median(r[k] for r in runs) for k in ("baseline_ms", "load_ext_ms", "first_geneva_ms")}
     print(f"runs: {args.runs} fresh interpreters (medians)")
     print(f"%load_ext autoreload (baseline): {med['baseline_ms']:8.1f} ms")
-    print(f"%load_ext geneva:                {med['load_ext_ms']:8.1f} ms  (x{med['load_ext_ms'] / med['baseline_ms']:.1f} baseline; target <= 300 ms)")
+    ratio = med["load_ext_ms"] / med["baseline_ms"]
+    print(f"%load_ext geneva:                {med['load_ext_ms']:8.1f} ms  (x{ratio:.1f} baseline; target <= 300 ms)")
     print(f"first %geneva (loads _native):   {med['first_geneva_ms']:8.1f} ms")
     heavy = sorted({m for r in runs for m in r["heavy_modules"]})
     print(f"ray/pyarrow imported: {heavy or 'none'}")

@@ -1,6 +1,6 @@
 """The ``python -m geneva`` command line.
 
-    python -m geneva env info [--json]
+python -m geneva env info [--json]
 """
 
 from __future__ import annotations

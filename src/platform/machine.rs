@@ -134,7 +134,7 @@ mod host {
             os: Os::Linux,
             os_version: release,
             arch: wheel_arch(machine.as_deref().unwrap_or(std::env::consts::ARCH)),
-            libc: libc(),
+            libc: detect_libc(),
         }
     }
 
@@ -163,7 +163,7 @@ mod host {
     }
 
     #[cfg(target_env = "gnu")]
-    fn libc() -> Libc {
+    fn detect_libc() -> Libc {
         // SAFETY: returns a pointer to a static NUL-terminated string.
         let raw = unsafe { CStr::from_ptr(libc::gnu_get_libc_version()) };
         match parse_major_minor(&raw.to_string_lossy()) {
@@ -175,7 +175,7 @@ mod host {
     /// musl has no version API: its dynamic loader prints `Version x.y.z` on
     /// stderr when run without arguments (the way `packaging` reads it).
     #[cfg(not(target_env = "gnu"))]
-    fn libc() -> Libc {
+    fn detect_libc() -> Libc {
         let version = musl_loader().and_then(|loader| {
             let out = std::process::Command::new(loader).output().ok()?;
             let stderr = String::from_utf8_lossy(&out.stderr);

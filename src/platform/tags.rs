@@ -195,7 +195,7 @@ fn mac_binary_formats(version: (u32, u32), arch: &str) -> Vec<&str> {
         "x86_64" => formats.extend(["intel", "fat64", "fat3"]),
         "i386" if version < (10, 4) => return Vec::new(),
         "i386" => formats.extend(["intel", "fat3", "fat"]),
-        "ppc64" if version > (10, 5) || version < (10, 4) => return Vec::new(),
+        "ppc64" if !((10, 4)..=(10, 5)).contains(&version) => return Vec::new(),
         "ppc64" => formats.push("fat64"),
         "ppc" if version > (10, 6) => return Vec::new(),
         "ppc" => formats.extend(["fat3", "fat"]),

@@ -102,11 +102,16 @@ impl Kernel {
             .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
         drop(listeners);
 
+        // Until the kernel has bound its ports a connect can be refused or reset: retry.
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
         let session = uuid::Uuid::new_v4().to_string();
-        let iopub = jupyter_zmq_client::create_client_iopub_connection(&info, "", &session).await?;
+        let iopub = retry(deadline, || jupyter_zmq_client::create_client_iopub_connection(&info, "", &session)).await?;
         let identity = jupyter_zmq_client::peer_identity_for_session(&session)?;
-        let shell = jupyter_zmq_client::create_client_shell_connection_with_identity(&info, &session, identity).await?;
-        let control = jupyter_zmq_client::create_client_control_connection(&info, &session).await?;
+        let shell = retry(deadline, || {
+            jupyter_zmq_client::create_client_shell_connection_with_identity(&info, &session, identity.clone())
+        })
+        .await?;
+        let control = retry(deadline, || jupyter_zmq_client::create_client_control_connection(&info, &session)).await?;
         let mut kernel = Kernel { process, shell, iopub, control, dir, read_ahead: Default::default() };
         kernel.wait_until_ready().await?;
         Ok(kernel)
@@ -310,7 +315,7 @@ impl Execution {
         self.iopub
             .iter()
             .filter_map(|m| match &m.content {
-                JupyterMessageContent::StreamContent(s) if s.name == which => Some(s.text.as_str()),
+                JupyterMessageContent::StreamContent(s) if same_stream(&s.name, &which) => Some(s.text.as_str()),
                 _ => None,
             })
             .collect()
@@ -343,6 +348,25 @@ pub fn plain_and_html(media: &Media) -> (Option<&str>, Option<&str>) {
         }
     }
     (plain, html)
+}
+
+/// Calls `connect` until it succeeds or `deadline` passes.
+async fn retry<T, F, Fut>(deadline: Instant, mut connect: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = jupyter_zmq_client::Result<T>>,
+{
+    loop {
+        match connect().await {
+            Ok(connection) => return Ok(connection),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn same_stream(a: &Stdio, b: &Stdio) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
 fn is_child_of(msg: &JupyterMessage, msg_id: &str) -> bool {

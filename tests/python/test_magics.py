@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import geneva
 import pytest
+from geneva.widgets.host import HostReport
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
-
-import geneva
-from geneva.widgets.host import HostReport
 
 
 def test_load_ext_registers_geneva_magic(ip) -> None:
@@ -47,7 +46,11 @@ def test_geneva_tags_option_limits_the_list(ip) -> None:
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("--bogus", "unrecognized arguments: --bogus"), ("--tags -1", "--tags must be 0 or more"), ("--tags x", "invalid int")],
+    [
+        ("--bogus", "unrecognized arguments: --bogus"),
+        ("--tags -1", "--tags must be 0 or more"),
+        ("--tags x", "invalid int"),
+    ],
 )
 def test_bad_arguments_are_usage_errors(ip, line: str, message: str) -> None:
     ip.run_line_magic("load_ext", "geneva")
@@ -60,7 +63,7 @@ def test_html_escapes_values() -> None:
         os, os_version, arch = "linux", "<script>", "x86_64"
         libc_family, libc_version = "glibc", "2.36"
         python_implementation, python_version, python_abi = "cpython", "3.11.7", "cp311"
-        tags = ["cp311-cp311-<b>"]
+        tags = ("cp311-cp311-<b>",)
 
     html = HostReport(Fake())._repr_html_()
     assert "<script>" not in html and "&lt;script&gt;" in html

@@ -6,12 +6,11 @@ import json
 import platform
 import sys
 
+import geneva
 import pytest
 from conftest import run_geneva
-from packaging import tags
-
-import geneva
 from geneva import _native
+from packaging import tags
 
 
 def test_tags_equal_packaging_sys_tags_in_order() -> None:

@@ -43,7 +43,8 @@ def linux_platforms(arch: str, libc: str, version: tuple[int, int]) -> list[str]
         return [f"linux_{arch}", *_manylinux.platform_tags([arch]), *_musllinux.platform_tags([arch])]
 
 
-def fixture(os: str, os_version, arch, libc, libc_version, python) -> dict:
+def fixture(target: tuple) -> dict:
+    os, os_version, arch, libc, libc_version, python = target
     if os == "macos":
         major, minor = map(int, os_version.split("."))
         platforms = list(tags.mac_platforms((major, minor), arch))
@@ -67,7 +68,7 @@ def fixture(os: str, os_version, arch, libc, libc_version, python) -> dict:
 
 def expected_fixtures() -> dict[str, str]:
     """File name -> file text, for every target."""
-    return {f"{name}.json": json.dumps(fixture(*target), indent=1) + "\n" for name, target in TARGETS.items()}
+    return {f"{name}.json": json.dumps(fixture(target), indent=1) + "\n" for name, target in TARGETS.items()}
 
 
 def main() -> int:
