@@ -1,7 +1,10 @@
 //! geneva's native core, built by maturin into `geneva._native`.
 
+pub mod backfill;
 pub mod platform;
 mod py;
+pub mod runtime;
+pub mod table;
 
 use pyo3::prelude::*;
 

@@ -16,7 +16,31 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from geneva._native import HostPlatform
 
-__all__ = ["__version__", "host_platform", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "UDF",
+    "BackfillResult",
+    "Connection",
+    "Job",
+    "Table",
+    "__version__",
+    "connect",
+    "host_platform",
+    "load_ipython_extension",
+    "udf",
+    "unload_ipython_extension",
+]
+
+# Public names loaded on first use (PEP 562), so `%load_ext geneva` stays free
+# of pyarrow and Ray: name -> module that defines it.
+_LAZY = {
+    "connect": "geneva.db",
+    "Connection": "geneva.db",
+    "Table": "geneva.db",
+    "udf": "geneva.udf",
+    "UDF": "geneva.udf",
+    "BackfillResult": "geneva.backfill",
+    "Job": "geneva.backfill",
+}
 
 
 def host_platform() -> HostPlatform:
@@ -57,4 +81,10 @@ def __getattr__(name: str) -> Any:
         from geneva import _native
 
         return _native.__version__
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'geneva' has no attribute {name!r}")

@@ -40,3 +40,21 @@ def run_geneva(*args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         cwd=REPO,
     )
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded local Ray for the session (2 CPUs, as on CI), shut down at the end."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def db(tmp_path):
+    import geneva
+
+    return geneva.connect(tmp_path / "db")

@@ -1,0 +1,573 @@
+"""The backfill driver: plan (Rust), run tasks on Ray, commit fragments (Rust).
+
+A task reads only its rows' input columns (Rust), calls the UDF, and writes a
+checkpoint per batch (Rust). A fragment whose batches are all checkpointed is
+committed as a Lance DataReplacement at the planned version. A rerun after any
+crash recomputes nothing that was checkpointed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import shutil
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from geneva import _native
+from geneva.db import did_you_mean
+from geneva.exceptions import BackfillCancelled, BackfillError, ColumnNotFoundError, InvalidInputError, UdfError
+
+if TYPE_CHECKING:
+    from geneva.db import Table
+    from geneva.udf import UDF
+
+DEFAULT_CHECKPOINT_SIZE = 8192
+COMPUTED_META = "geneva.computed_version"  # field metadata: UDF version the stored values came from
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    """What a finished backfill did. Counts are rows."""
+
+    job_id: str
+    table: str
+    column: str
+    rows_processed: int  # computed by the UDF in this run
+    rows_skipped: int  # in the table but not needing work (already computed, or outside `where`)
+    rows_failed: int  # UDF errors written as NULL (on_error="skip")
+    rows_resumed: int  # restored from checkpoints of an earlier, interrupted run
+    fragments_committed: int
+    version: int  # table version after the last commit
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running backfill (rendered by the progress display)."""
+
+    job_id: str
+    column: str
+    stage: str  # planning, running, committing, done, failed, cancelled
+    rows_total: int
+    rows_done: int = 0
+    rows_failed: int = 0
+    rows_resumed: int = 0
+    fragments_total: int = 0
+    fragments_committed: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    errors: tuple[str, ...] = ()
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        left = self.rows_total - self.rows_done - self.rows_resumed - self.rows_failed
+        rate = self.rows_per_second
+        return left / rate if rate > 0 else None
+
+
+@dataclass
+class _Tally:
+    """Running totals of one job."""
+
+    version: int
+    processed: int = 0
+    failed: int = 0
+    resumed: int = 0
+    committed: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, outcome: dict[str, Any]) -> None:
+        self.processed += outcome["processed"]
+        self.failed += outcome["failed"]
+        self.resumed += outcome["resumed"]
+        self.errors.extend(outcome["errors"])
+
+
+def _task_outcome(ray: Any, ref: Any, task: dict[str, Any]) -> dict[str, Any]:
+    """A finished task's counts; its failure as a geneva error (the UDF's own message first)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+        if isinstance(cause, UdfError):
+            raise UdfError(str(cause)) from None
+        raise BackfillError(f"task on fragment {task['fragment_id']} failed: {cause}") from None
+
+
+def _job_key(udf_version: str, row_filter: str | None) -> str:
+    return hashlib.blake2b(f"{udf_version}\0{row_filter or ''}".encode(), digest_size=8).hexdigest()
+
+
+def _quote(column: str) -> str:
+    return "`" + column.replace("`", "``") + "`"
+
+
+@dataclass
+class _Options:
+    where: str | None
+    concurrency: int
+    checkpoint_size: int | None
+    task_size: int | None
+    num_cpus: float | None
+    num_gpus: float | None
+    memory: int | None
+    on_error: str
+
+
+def _check_options(**opts: Any) -> _Options:
+    where = opts["where"]
+    if where is not None and (not isinstance(where, str) or not where.strip()):
+        raise InvalidInputError(f"where must be a non-empty SQL filter string, got {where!r}")
+    concurrency = opts["concurrency"]
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise InvalidInputError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    for key in ("checkpoint_size", "task_size", "memory"):
+        value = opts[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InvalidInputError(f"{key} must be an int >= 1, got {value!r}")
+    for key in ("num_cpus", "num_gpus"):
+        value = opts[key]
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise InvalidInputError(f"{key} must be a number >= 0, got {value!r}")
+    if opts["on_error"] not in ON_ERROR:
+        raise InvalidInputError(f"on_error must be 'fail' or 'skip', got {opts['on_error']!r}")
+    return _Options(**opts)
+
+
+def start(
+    table: Table,
+    column: str,
+    *,
+    wait: bool,
+    where: str | None = None,
+    concurrency: int = 8,
+    checkpoint_size: int | None = None,
+    task_size: int | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    memory: int | None = None,
+    on_error: str = "fail",
+) -> Job:
+    """Validate and plan now (nothing starts on bad input), then run: here when ``wait``, else in a thread."""
+    opts = _check_options(
+        where=where,
+        concurrency=concurrency,
+        checkpoint_size=checkpoint_size,
+        task_size=task_size,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        memory=memory,
+        on_error=on_error,
+    )
+    fn = table.udf_of(column)
+    schema = table.schema
+    inputs = fn.input_columns if fn.input_columns is not None else [n for n in schema.names if n != column]
+    missing = [c for c in inputs if c not in schema.names]
+    if missing:
+        raise ColumnNotFoundError(
+            f"UDF {fn.name} reads column {missing[0]!r}, which table {table.name!r} lacks"
+            + did_you_mean(missing[0], schema.names)
+        )
+    meta = schema.field(column).metadata or {}
+    computed = meta.get(COMPUTED_META.encode(), b"").decode() or None
+    recompute_all = computed is not None and computed != fn.version
+    if opts.where is not None:
+        row_filter = opts.where
+    elif recompute_all:
+        row_filter = None
+    else:
+        row_filter = f"{_quote(column)} IS NULL"
+    key = _job_key(fn.version, row_filter)
+    plan = _native.plan_backfill(table.uri, column, key, inputs, row_filter)
+    notes = []
+    if recompute_all:
+        notes.append(f"UDF {fn.name} changed (version {computed} -> {fn.version}): recomputing every row")
+    done = [
+        fid
+        for fid, _, digest in plan.fragments()
+        if (Path(plan.checkpoint_root) / f"f{fid}-{digest}.committed").exists()
+    ]
+    if done:
+        plan = plan.without_fragments(done)
+    job = Job(table, column, fn, inputs, plan, opts, mark_computed=opts.where is None, computed=computed, notes=notes)
+    if wait:
+        job._run()
+    else:
+        job._thread = threading.Thread(target=job._run_quietly, name=f"geneva-backfill-{job.job_id}", daemon=True)
+        job._thread.start()
+    return job
+
+
+def _ensure_ray() -> Any:
+    """Ray, started embedded in this process when no cluster session is active."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING", log_to_driver=True)
+    return ray
+
+
+class Job:
+    """A running or finished backfill.
+
+    >>> job = tbl.backfill_async("embedding")
+    >>> job.progress().rows_done
+    >>> job.result(timeout=600)
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        column: str,
+        fn: UDF,
+        inputs: list[str],
+        plan: Any,
+        opts: _Options,
+        *,
+        mark_computed: bool,
+        computed: str | None,
+        notes: list[str],
+    ) -> None:
+        self.job_id = uuid.uuid4().hex[:16]
+        self.table = table
+        self.column = column
+        self.udf = fn
+        self.notes = notes
+        self._inputs = inputs
+        self._plan = plan
+        self._opts = opts
+        self._mark_computed = mark_computed
+        self._computed = computed
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._result: BackfillResult | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._progress = Progress(
+            job_id=self.job_id,
+            column=column,
+            stage="planning",
+            rows_total=plan.rows,
+            fragments_total=len(plan.fragments()),
+        )
+        for note in notes:
+            print(f"geneva: {note}")
+
+    # -- public --------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        return self._progress.stage
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def progress(self) -> Progress:
+        with self._lock:
+            return self._progress
+
+    def cancel(self) -> None:
+        """Stop: cancels the Ray tasks, keeps checkpoints, commits nothing more."""
+        self._cancel.set()
+
+    def result(self, timeout: float | None = None) -> BackfillResult:
+        """Waits for the job; raises what failed it."""
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"backfill {self.job_id} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def __repr__(self) -> str:
+        p = self.progress()
+        return (
+            f"<geneva Job {self.job_id} {self.column}: {p.stage}, {p.rows_done + p.rows_resumed}/{p.rows_total} rows>"
+        )
+
+    # -- driver ----------------------------------------------------------------
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._progress = replace(self._progress, **changes)
+
+    def _run_quietly(self) -> None:
+        with contextlib.suppress(BaseException):
+            self._run()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        try:
+            self._result = self._drive(started)
+            self._update(stage="done", seconds=time.monotonic() - started)
+        except KeyboardInterrupt as exc:
+            self._error = exc
+            self._update(stage="cancelled", error="interrupted (Ctrl-C)", seconds=time.monotonic() - started)
+            raise
+        except BackfillCancelled as exc:
+            self._error = exc
+            self._update(stage="cancelled", error=str(exc), seconds=time.monotonic() - started)
+            raise
+        except BaseException as exc:
+            self._error = exc
+            self._update(stage="failed", error=str(exc), seconds=time.monotonic() - started)
+            raise
+        finally:
+            self._finished.set()
+
+    def _sizes(self) -> tuple[int, int]:
+        opts, plan = self._opts, self._plan
+        checkpoint = opts.checkpoint_size or self.udf.checkpoint_size or DEFAULT_CHECKPOINT_SIZE
+        if opts.task_size is not None:
+            return checkpoint, max(opts.task_size, checkpoint)
+        # Enough tasks to keep `concurrency` busy, but not tiny ones.
+        spread = math.ceil(plan.rows / max(1, opts.concurrency * 2)) if plan.rows else checkpoint
+        return checkpoint, max(checkpoint, min(checkpoint * 16, spread))
+
+    def _ray_options(self) -> dict[str, Any]:
+        """Ray resources per task: backfill() arguments win over the UDF's own options."""
+        opts, fn = self._opts, self.udf
+
+        def pick(given: Any, default: Any) -> Any:
+            return given if given is not None else default
+
+        options: dict[str, Any] = {"num_cpus": pick(opts.num_cpus, pick(fn.num_cpus, 1))}
+        gpus = pick(opts.num_gpus, fn.num_gpus)
+        if gpus:
+            options["num_gpus"] = gpus
+        memory = pick(opts.memory, fn.memory)
+        if memory:
+            options["memory"] = memory
+        return options
+
+    def _drive(self, started: float) -> BackfillResult:
+        plan = self._plan
+        checkpoint_size, task_size = self._sizes()
+        tasks = plan.tasks(checkpoint_size, task_size)
+        tally = _Tally(version=plan.version)
+        if tasks:
+            self._run_tasks(tasks, checkpoint_size, tally, started)
+        if tally.errors:
+            self._record_errors(tally.errors)
+        if self._mark_computed and tally.failed == 0 and self._computed != self.udf.version:
+            tally.version = _native.table_update_field_metadata(
+                self.table.uri, self.column, {COMPUTED_META: self.udf.version}
+            )
+        return BackfillResult(
+            job_id=self.job_id,
+            table=self.table.name,
+            column=self.column,
+            rows_processed=tally.processed,
+            rows_skipped=plan.table_rows - plan.rows,
+            rows_failed=tally.failed,
+            rows_resumed=tally.resumed,
+            fragments_committed=tally.committed,
+            version=tally.version,
+            seconds=time.monotonic() - started,
+        )
+
+    def _run_tasks(self, tasks: list[dict[str, Any]], checkpoint_size: int, tally: _Tally, started: float) -> None:
+        """Keeps `concurrency` tasks in flight; commits each fragment once all its tasks are done."""
+        ray = _ensure_ray()
+        plan, opts = self._plan, self._opts
+        remote = ray.remote(max_retries=0)(_run_task).options(**self._ray_options())
+        udf_ref = ray.put(self.udf)
+        uris = dict(plan.fragment_checkpoints(checkpoint_size))
+        tasks_left = Counter(t["fragment_id"] for t in tasks)
+        queue = deque(tasks)
+        inflight: dict[Any, dict[str, Any]] = {}
+        self._update(stage="running")
+        try:
+            while queue or inflight:
+                if self._cancel.is_set():
+                    raise BackfillCancelled(f"backfill {self.job_id} of {self.column!r} cancelled; checkpoints kept")
+                while queue and len(inflight) < opts.concurrency:
+                    task = queue.popleft()
+                    ref = remote.remote(self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error)
+                    inflight[ref] = task
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.1)
+                finished = []
+                for ref in ready:
+                    task = inflight.pop(ref)
+                    tally.add(_task_outcome(ray, ref, task))
+                    tasks_left[task["fragment_id"]] -= 1
+                    if tasks_left[task["fragment_id"]] == 0:
+                        finished.append(task["fragment_id"])
+                self._update(
+                    rows_done=tally.processed,
+                    rows_failed=tally.failed,
+                    rows_resumed=tally.resumed,
+                    seconds=time.monotonic() - started,
+                    errors=tuple(e["error"] for e in tally.errors[:5]),
+                )
+                if finished:
+                    self._commit([(fid, uris[fid]) for fid in finished], tally)
+        except BaseException:
+            for ref in inflight:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            raise
+
+    def _commit(self, groups: list[tuple[int, list[str]]], tally: _Tally) -> None:
+        self._update(stage="committing")
+        tally.version = _native.commit_fragments(self.table.uri, self._plan.version, self.column, groups)
+        self._after_commit(groups)
+        tally.committed += len(groups)
+        self._update(stage="running", fragments_committed=tally.committed)
+
+    def _after_commit(self, groups: list[tuple[int, list[str]]]) -> None:
+        """Marks committed fragments (a rerun with the same filter skips them) and drops their checkpoints."""
+        root = Path(self._plan.checkpoint_root)
+        digests = {fid: digest for fid, _, digest in self._plan.fragments()}
+        for fid, uris in groups:
+            (root / f"f{fid}-{digests[fid]}.committed").touch()
+            for uri in uris:
+                shutil.rmtree(uri, ignore_errors=True)
+
+    def _record_errors(self, errors: list[dict[str, Any]]) -> None:
+        path = Path(self.table.uri) / "_geneva" / "errors" / f"{self.job_id}.lance"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = pa.Table.from_pylist(
+            [{**e, "job_id": self.job_id, "column": self.column} for e in errors],
+            schema=pa.schema(
+                [
+                    ("job_id", pa.string()),
+                    ("column", pa.string()),
+                    ("fragment_id", pa.uint64()),
+                    ("offset", pa.uint32()),
+                    ("inputs", pa.string()),
+                    ("error", pa.string()),
+                    ("traceback", pa.string()),
+                ]
+            ),
+        )
+        _native.table_create(str(path), rows.to_reader(), False)
+
+
+# -- worker side (runs in Ray workers; never imports IPython or widgets) ----------
+
+_INSTANCES: dict[str, Any] = {}
+
+
+def _callable_for(fn: UDF) -> Any:
+    """Stateful UDFs are built once per worker process and reused."""
+    if not fn.is_stateful:
+        return fn.func
+    key = fn.version
+    if key not in _INSTANCES:
+        _INSTANCES[key] = fn.instantiate()
+    return _INSTANCES[key]
+
+
+def _row_inputs(batch: pa.RecordBatch, i: int) -> str:
+    row = {name: batch.column(j)[i].as_py() for j, name in enumerate(batch.schema.names)}
+    text = json.dumps(row, default=repr)
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _error_record(fragment_id: int, offset: int, batch: pa.RecordBatch, i: int, exc: BaseException) -> dict[str, Any]:
+    return {
+        "fragment_id": fragment_id,
+        "offset": offset,
+        "inputs": _row_inputs(batch, i),
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _failure(fn: UDF, exc: BaseException, where: str) -> UdfError:
+    if isinstance(exc, UdfError):
+        return UdfError(f"{exc} ({where})")
+    return UdfError(
+        f"UDF {fn.name} raised {type(exc).__name__}: {exc} on {where}\n" + "".join(traceback.format_exception(exc))
+    )
+
+
+def _evaluate(
+    fn: UDF, call: Any, batch: pa.RecordBatch, offsets: pa.Array, fragment_id: int, on_error: str
+) -> tuple[pa.Array, list[dict[str, Any]]]:
+    """The UDF's values for ``batch``; on_error='skip' turns failing rows into NULL plus an error record."""
+    offset_list = offsets.to_pylist()
+
+    def row_place(i: int) -> str:
+        return f"the row at offset {offset_list[i]} of fragment {fragment_id}, inputs {_row_inputs(batch, i)}"
+
+    if fn.kind != "scalar":
+        try:
+            return fn.evaluate(call, batch), []
+        except Exception as exc:
+            place = f"the rows at offsets {offset_list[0]}..{offset_list[-1]} of fragment {fragment_id}"
+            if on_error == "fail":
+                raise _failure(fn, exc, place) from None
+            return pa.nulls(batch.num_rows, fn.data_type), [
+                _error_record(fragment_id, offset_list[i], batch, i, exc) for i in range(batch.num_rows)
+            ]
+
+    # Scalar: one call per row, each failure tied to its row.
+    columns = [batch.column(j).to_pylist() for j in range(batch.num_columns)]
+    values: list[Any] = []
+    errors: list[dict[str, Any]] = []
+    for i in range(batch.num_rows):
+        try:
+            value = call(*[column[i] for column in columns])
+        except Exception as exc:
+            if on_error == "fail":
+                raise _failure(fn, exc, row_place(i)) from None
+            errors.append(_error_record(fragment_id, offset_list[i], batch, i, exc))
+            value = None
+        values.append(value)
+    while True:
+        try:
+            return fn.to_array(values), errors
+        except UdfError as exc:
+            row = getattr(exc, "row", None)
+            if on_error == "fail" or row is None:
+                raise _failure(fn, exc, row_place(row) if row is not None else f"fragment {fragment_id}") from None
+            errors.append(_error_record(fragment_id, offset_list[row], batch, row, exc))
+            values[row] = None
+
+
+def _run_task(
+    table_uri: str, version: int, task: dict[str, Any], fn: UDF, inputs: list[str], on_error: str
+) -> dict[str, Any]:
+    """One Ray task: for each batch, skip it if checkpointed, else read, compute, checkpoint."""
+    call = _callable_for(fn)
+    fragment_id = task["fragment_id"]
+    offsets: pa.UInt32Array = task["offsets"]
+    processed = resumed = failed = 0
+    errors: list[dict[str, Any]] = []
+    for start, end, uri in task["batches"]:
+        if _native.checkpoint_exists(uri):
+            resumed += end - start
+            continue
+        batch_offsets = offsets[start:end]
+        rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs)
+        step = fn.batch_size or rows.num_rows or 1
+        parts = []
+        for lo in range(0, rows.num_rows, step):
+            part, errs = _evaluate(fn, call, rows.slice(lo, step), batch_offsets[lo : lo + step], fragment_id, on_error)
+            parts.append(part)
+            errors.extend(errs)
+            failed += len(errs)
+        values = pa.concat_arrays(parts) if parts else pa.array([], type=fn.data_type)
+        _native.checkpoint_write(uri, batch_offsets, values)
+        processed += end - start
+    processed -= failed
+    return {"processed": processed, "resumed": resumed, "failed": failed, "errors": errors}

@@ -1,0 +1,329 @@
+"""Connections and tables: a folder of Lance datasets in LanceDB's layout
+(``<uri>/<name>.lance``), so lancedb and pylance users open the same tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from geneva import _native
+from geneva.exceptions import (
+    ColumnExistsError,
+    ColumnNotFoundError,
+    InvalidInputError,
+    TableExistsError,
+    TableNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from geneva.backfill import BackfillResult, Job
+    from geneva.udf import UDF
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+UDF_META = "geneva.udf"  # field metadata: JSON {name, version, kind, inputs, path}
+
+
+def connect(uri: str | Path) -> Connection:
+    """Open (or start) a database: a folder of Lance tables.
+
+    >>> db = geneva.connect("/data/lake")
+    >>> tbl = db.open_table("videos")
+    """
+    text = str(uri)
+    if "://" in text and not text.startswith("file://"):
+        raise InvalidInputError(f"only local folders are supported for now, got {text!r}")
+    path = Path(text.removeprefix("file://")).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"{path} is a file, not a folder of tables")
+    path.mkdir(parents=True, exist_ok=True)
+    return Connection(path)
+
+
+def _to_reader(data: Any, schema: pa.Schema | None = None) -> pa.RecordBatchReader:
+    """pyarrow Table / RecordBatch / RecordBatchReader / pandas DataFrame / list of dicts -> reader."""
+    if isinstance(data, pa.RecordBatchReader):
+        if schema is not None and data.schema != schema:
+            data = data.cast(schema)
+        return data
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    elif isinstance(data, list):
+        if not data:
+            if schema is None:
+                raise InvalidInputError("no rows and no schema: pass schema= to create an empty table")
+            data = schema.empty_table()
+        elif not all(isinstance(row, dict) for row in data):
+            raise InvalidInputError("a list of rows must hold dicts (column name -> value)")
+        else:
+            data = pa.Table.from_pylist(data, schema=schema)
+    elif isinstance(data, dict):
+        data = pa.Table.from_pydict(data, schema=schema)
+    elif type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
+        data = pa.Table.from_pandas(data, schema=schema, preserve_index=False)
+    elif not isinstance(data, pa.Table):
+        raise InvalidInputError(
+            f"cannot make rows from {type(data).__name__}: pass a pyarrow Table, RecordBatchReader, "
+            "pandas DataFrame, or a list of dicts"
+        )
+    if schema is not None and data.schema != schema:
+        data = data.cast(schema)
+    return data.to_reader()
+
+
+class Connection:
+    """A folder of Lance tables."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"geneva.Connection({str(self.path)!r})"
+
+    def _table_path(self, name: str) -> Path:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidInputError(
+                f"invalid table name {name!r}: use letters, digits, '_', '-' and '.', not starting with '.' or '-'"
+            )
+        return self.path / f"{name}.lance"
+
+    def table_names(self) -> list[str]:
+        """Names of the tables in this folder, sorted."""
+        return sorted(p.name.removesuffix(".lance") for p in self.path.glob("*.lance") if (p / "_versions").is_dir())
+
+    def create_table(
+        self,
+        name: str,
+        data: Any = None,
+        schema: pa.Schema | None = None,
+        mode: str = "create",
+        exist_ok: bool = False,
+    ) -> Table:
+        """Create table ``name`` from rows (or an empty one from ``schema``).
+
+        ``mode="overwrite"`` replaces an existing table's rows (as a new version);
+        ``exist_ok=True`` opens an existing table instead of failing.
+        """
+        if mode not in ("create", "overwrite"):
+            raise InvalidInputError(f"mode must be 'create' or 'overwrite', got {mode!r}")
+        path = self._table_path(name)
+        if path.exists() and mode == "create":
+            if exist_ok:
+                return self.open_table(name)
+            raise TableExistsError(
+                f"table {name!r} already exists; pass mode='overwrite' to replace it or exist_ok=True to open it"
+            )
+        if data is None:
+            if schema is None:
+                raise InvalidInputError("pass data, or schema= for an empty table")
+            data = schema.empty_table()
+        _native.table_create(str(path), _to_reader(data, schema), mode == "overwrite")
+        return Table(self, name)
+
+    def open_table(self, name: str) -> Table:
+        """Open table ``name``; the error names close matches if there is none."""
+        path = self._table_path(name)
+        if not path.exists():
+            raise TableNotFoundError(f"no table {name!r} in {self.path}" + did_you_mean(name, self.table_names()))
+        return Table(self, name)
+
+    def drop_table(self, name: str) -> None:
+        """Delete table ``name`` and everything geneva kept for it (checkpoints, UDFs)."""
+        path = self._table_path(name)
+        if not path.exists():
+            raise TableNotFoundError(f"no table {name!r} in {self.path}")
+        shutil.rmtree(path)
+
+
+class Table:
+    """A Lance table. Reads see the latest version at the time of the call."""
+
+    def __init__(self, db: Connection, name: str) -> None:
+        self._db = db
+        self.name = name
+        self.uri = str(db._table_path(name))
+
+    def __repr__(self) -> str:
+        return f"geneva.Table({self.name!r}, version={self.version})"
+
+    @property
+    def schema(self) -> pa.Schema:
+        return _native.table_info(self.uri)[1]
+
+    @property
+    def version(self) -> int:
+        return _native.table_info(self.uri)[0]
+
+    def count_rows(self, filter: str | None = None) -> int:
+        """Rows in the table, or rows matching ``filter`` (SQL)."""
+        return _native.table_count_rows(self.uri, filter)
+
+    def to_arrow(self, columns: list[str] | None = None, filter: str | None = None) -> pa.Table:
+        return _native.table_scan(self.uri, columns, filter).read_all()
+
+    def to_pandas(self, columns: list[str] | None = None, filter: str | None = None) -> Any:
+        return self.to_arrow(columns, filter).to_pandas()
+
+    def head(self, n: int = 5) -> pa.Table:
+        if not isinstance(n, int) or n < 0:
+            raise InvalidInputError(f"head(n) needs an int >= 0, got {n!r}")
+        return _native.table_scan(self.uri, None, None, n).read_all()
+
+    def add(self, data: Any) -> int:
+        """Append rows; columns not given (e.g. UDF columns) are null. Returns the new version."""
+        reader = _to_reader(data)
+        schema = self.schema
+        missing = [f for f in schema if f.name not in reader.schema.names]
+        if missing:
+            table = reader.read_all()
+            for field in missing:
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+            reader = table.select(schema.names).to_reader()
+        return _native.table_append(self.uri, reader)
+
+    # -- UDF columns -------------------------------------------------------------
+
+    def add_columns(self, columns: dict[str, Any], backfill: bool = False) -> None:
+        """Add computed columns: ``{name: udf}`` or ``{name: (udf, [input columns])}``.
+
+        The columns start as NULL; ``backfill=True`` computes them now, else
+        ``tbl.backfill(name)`` does it later. Re-running the call with an edited
+        UDF (a notebook cell run again) replaces the column's UDF, and its next
+        backfill recomputes every row.
+        """
+        if not isinstance(columns, dict) or not columns:
+            raise InvalidInputError("add_columns takes a dict {column name: udf or (udf, [input columns])}")
+        existing = self.schema
+        specs = {name: _resolve_spec(name, spec) for name, spec in columns.items()}
+        new_fields = []
+        for name, fn in specs.items():
+            inputs = fn.input_columns if fn.input_columns is not None else existing.names
+            missing = [c for c in inputs if c not in existing.names]
+            if missing:
+                raise ColumnNotFoundError(
+                    f"UDF {fn.name} reads column {missing[0]!r}, which table {self.name!r} lacks"
+                    + did_you_mean(missing[0], existing.names)
+                )
+            if name not in existing.names:
+                meta = self._store_udf(name, fn)
+                new_fields.append(pa.field(name, fn.data_type, nullable=True, metadata={UDF_META: json.dumps(meta)}))
+            else:
+                self._replace_udf(existing.field(name), fn)
+        if new_fields:
+            _native.table_add_null_columns(self.uri, pa.schema(new_fields))
+        if backfill:
+            for name in specs:
+                self.backfill(name)
+
+    def _replace_udf(self, current: pa.Field, fn: UDF) -> None:
+        """Same UDF again: nothing to do. An edited one replaces the stored UDF."""
+        stored = json.loads((current.metadata or {}).get(UDF_META.encode(), b"null"))
+        if stored is None:
+            raise ColumnExistsError(f"column {current.name!r} already exists in table {self.name!r}")
+        if current.type != fn.data_type:
+            raise ColumnExistsError(
+                f"column {current.name!r} holds {current.type} but UDF {fn.name} returns {fn.data_type}: "
+                "add it under a new column name"
+            )
+        if stored["version"] == fn.version:
+            return
+        meta = self._store_udf(current.name, fn)
+        _native.table_update_field_metadata(self.uri, current.name, {UDF_META: json.dumps(meta)})
+        print(
+            f"geneva: UDF of column {current.name!r} changed (version {stored['version']} -> {fn.version}); "
+            "its next backfill recomputes every row"
+        )
+
+    def _store_udf(self, column: str, fn: UDF) -> dict[str, Any]:
+        import cloudpickle
+
+        folder = Path(self.uri) / "_geneva" / "udfs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{column}-{fn.version}.pkl"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(cloudpickle.dumps(fn))
+        tmp.replace(path)
+        return {"name": fn.name, "version": fn.version, "kind": fn.kind, "inputs": fn.input_columns, "path": path.name}
+
+    def udf_of(self, column: str) -> UDF:
+        """The UDF stored for a computed column."""
+        import cloudpickle
+
+        schema = self.schema
+        if column not in schema.names:
+            raise ColumnNotFoundError(
+                f"table {self.name!r} has no column {column!r}" + did_you_mean(column, schema.names)
+            )
+        meta = (schema.field(column).metadata or {}).get(UDF_META.encode())
+        if meta is None:
+            raise InvalidInputError(
+                f"column {column!r} is not computed by a UDF: add it with tbl.add_columns({{{column!r}: udf}})"
+            )
+        info = json.loads(meta)
+        return cloudpickle.loads((Path(self.uri) / "_geneva" / "udfs" / info["path"]).read_bytes())
+
+    def backfill(self, column: str, **options: Any) -> BackfillResult:
+        """Compute ``column`` for the rows that need it; see :func:`geneva.backfill.run` for options.
+
+        >>> tbl.backfill("filename_len")
+        >>> tbl.backfill("content", where="starts_with(filename, 'a')")
+        """
+        from geneva.backfill import start
+
+        return start(self, column, wait=True, **options).result()
+
+    def backfill_async(self, column: str, **options: Any) -> Job:
+        """Start a backfill in the background; returns its :class:`geneva.backfill.Job`."""
+        from geneva.backfill import start
+
+        return start(self, column, wait=False, **options)
+
+    def backfill_errors(self, job_id: str) -> pa.Table:
+        """Per-row errors recorded by a backfill run with ``on_error="skip"``."""
+        path = Path(self.uri) / "_geneva" / "errors" / f"{job_id}.lance"
+        if not path.exists():
+            raise InvalidInputError(f"no errors recorded for job {job_id!r} of table {self.name!r}")
+        return _native.table_scan(str(path)).read_all()
+
+
+def did_you_mean(name: str, candidates: list[str]) -> str:
+    """'; did you mean 'x'?' for close matches, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, candidates, n=3)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _resolve_spec(name: str, spec: Any) -> UDF:
+    """``udf`` or ``(udf, [input columns])`` -> UDF."""
+    from geneva.udf import UDF
+
+    if isinstance(spec, tuple):
+        if len(spec) != 2 or isinstance(spec[1], str):
+            raise InvalidInputError(f"column {name!r}: give (udf, [input columns])")
+        fn, inputs = spec
+        return _with_inputs(fn if isinstance(fn, UDF) else UDF(fn), list(inputs))
+    if isinstance(spec, UDF):
+        return spec
+    if callable(spec):
+        raise InvalidInputError(f"column {name!r}: decorate {getattr(spec, '__name__', spec)!r} with @geneva.udf")
+    raise InvalidInputError(f"column {name!r}: expected a UDF, got {type(spec).__name__}")
+
+
+def _with_inputs(fn: UDF, inputs: list[str]) -> UDF:
+    from geneva.udf import UDF
+
+    options = {
+        "data_type": fn.data_type,
+        "input_columns": inputs,
+        "num_cpus": fn.num_cpus,
+        "num_gpus": fn.num_gpus,
+        "memory": fn.memory,
+        "checkpoint_size": fn.checkpoint_size,
+        "batch_size": fn.batch_size,
+    }
+    return UDF(fn.func, **{k: v for k, v in options.items() if v is not None})

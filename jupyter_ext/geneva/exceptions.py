@@ -1,0 +1,46 @@
+"""geneva's exceptions. Input mistakes subclass ValueError or TypeError too, so
+code that catches the builtin kinds keeps working."""
+
+
+class GenevaError(Exception):
+    """Base class of geneva's errors."""
+
+
+class InvalidInputError(GenevaError, ValueError):
+    """An argument geneva cannot use; the message says which and why."""
+
+
+class TableNotFoundError(InvalidInputError):
+    """No table of that name in the database."""
+
+
+class TableExistsError(InvalidInputError):
+    """A table of that name exists already."""
+
+
+class ColumnNotFoundError(InvalidInputError):
+    """A column name (in a filter, a UDF's inputs, a projection) the table lacks."""
+
+
+class ColumnExistsError(InvalidInputError):
+    """A new column's name is taken."""
+
+
+class FilterSyntaxError(InvalidInputError):
+    """A `where` filter that does not parse; the message points at the position."""
+
+
+class StorageError(GenevaError):
+    """Lance or Arrow failed reading or writing the table."""
+
+
+class BackfillError(GenevaError):
+    """A backfill could not finish: checkpoints are kept, so a rerun resumes."""
+
+
+class UdfError(BackfillError):
+    """The UDF raised, or returned something that does not fit the column."""
+
+
+class BackfillCancelled(BackfillError):
+    """The backfill was cancelled (Ctrl-C or Job.cancel()); checkpoints are kept."""

@@ -1,0 +1,351 @@
+"""``@geneva.udf``: Python functions that compute a column.
+
+Three forms, told apart by the parameter annotations::
+
+    @udf(data_type=pa.int32())
+    def filename_len(filename: str) -> int:          # scalar: called per row
+        return len(filename)
+
+    @udf(data_type=pa.float64())
+    def xy(x: pa.Array, y: pa.Array) -> pa.Array:    # array: called per batch
+        return pc.multiply(x, y)
+
+    @udf(data_type=pa.int64(), input_columns=["a", "b"])
+    def total(batch: pa.RecordBatch) -> pa.Array:    # RecordBatch: called per batch
+        return pc.add(batch["a"], batch["b"])
+
+A class with ``__call__`` is a stateful UDF: it is built once per worker
+process (load a model in ``__init__``) and then called like the forms above.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from geneva.exceptions import UdfError
+
+OPTIONS = (
+    "data_type",
+    "input_columns",
+    "num_cpus",
+    "num_gpus",
+    "memory",
+    "checkpoint_size",
+    "batch_size",
+    "version",
+)
+
+SCALAR, ARRAY, BATCH = "scalar", "array", "recordbatch"
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """TypeError naming the close matches for an unknown option."""
+    for name in options:
+        if name not in OPTIONS:
+            close = difflib.get_close_matches(name, OPTIONS, n=2)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else f"; options are {OPTIONS}"
+            raise TypeError(f"udf() got an unexpected option {name!r}{hint}")
+
+
+def _kind_of(annotations: list[Any]) -> str:
+    """RecordBatch form: one pa.RecordBatch parameter; array form: any pa.Array one; else scalar."""
+    if len(annotations) == 1 and annotations[0] is pa.RecordBatch:
+        return BATCH
+    if any(a in (pa.Array, pa.ChunkedArray) for a in annotations):
+        return ARRAY
+    return SCALAR
+
+
+def _check_resources(name: str, options: dict[str, Any]) -> None:
+    for key in ("num_cpus", "num_gpus"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"UDF {name}: {key} must be a number >= 0, got {value!r}")
+    for key in ("checkpoint_size", "batch_size", "memory"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"UDF {name}: {key} must be an int >= 1, got {value!r}")
+
+
+def _python_type_to_arrow(annotation: Any) -> pa.DataType | None:
+    import numpy as np
+
+    if isinstance(annotation, pa.DataType):
+        return annotation
+    simple = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), bytes: pa.binary()}
+    if annotation in simple:
+        return simple[annotation]
+    if isinstance(annotation, type) and issubclass(annotation, np.generic):
+        try:
+            return pa.from_numpy_dtype(np.dtype(annotation))
+        except (TypeError, pa.ArrowNotImplementedError):
+            return None
+    return None
+
+
+class UDF:
+    """A column-computing function with its output type, inputs and resources.
+
+    Calling the UDF object calls the wrapped function, so it stays testable.
+    """
+
+    def __init__(self, func: Callable | type, **options: Any) -> None:
+        _check_options(options)
+        self.func = func
+        self.name: str = getattr(func, "__name__", type(func).__name__)
+        self.is_stateful = inspect.isclass(func)
+        call = func.__call__ if self.is_stateful else func
+        if (
+            self.is_stateful
+            and "__call__" not in vars(func)
+            and not any("__call__" in vars(b) for b in func.__mro__[1:-1])
+        ):
+            raise TypeError(f"class UDF {self.name} needs a __call__ method")
+        signature = inspect.signature(call)
+        params = [p for p in signature.parameters.values() if p.name != "self"]
+        try:
+            hints = inspect.get_annotations(call, eval_str=True)
+        except Exception:  # unresolvable string annotations: fall back to raw ones
+            hints = {p.name: p.annotation for p in params}
+        self.param_names = [p.name for p in params]
+        self.kind = _kind_of([hints.get(p.name, inspect.Parameter.empty) for p in params])
+
+        data_type = options.get("data_type")
+        if data_type is None:
+            data_type = _python_type_to_arrow(hints.get("return", inspect.Signature.empty))
+        if data_type is None:
+            raise TypeError(
+                f"UDF {self.name}: cannot tell the output type; annotate the return type "
+                "(int, float, str, bool, bytes, a numpy scalar type) or pass data_type=pa.<type>()"
+            )
+        if not isinstance(data_type, pa.DataType):
+            raise TypeError(f"UDF {self.name}: data_type must be a pyarrow DataType, got {data_type!r}")
+        self.data_type: pa.DataType = data_type
+
+        input_columns = options.get("input_columns")
+        if input_columns is None:
+            input_columns = None if self.kind == BATCH else list(self.param_names)
+        elif isinstance(input_columns, str) or not all(isinstance(c, str) for c in input_columns):
+            raise TypeError(f"UDF {self.name}: input_columns must be a list of column names")
+        else:
+            input_columns = list(input_columns)
+        self.input_columns: list[str] | None = input_columns
+
+        _check_resources(self.name, options)
+        self.num_cpus: float | None = options.get("num_cpus")
+        self.num_gpus: float | None = options.get("num_gpus")
+        self.memory: int | None = options.get("memory")
+        for key in ("checkpoint_size", "batch_size"):
+            value = options.get(key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"UDF {self.name}: {key} must be an int >= 1, got {value!r}")
+        self.checkpoint_size: int | None = options.get("checkpoint_size")  # checked by _check_resources
+        self.batch_size: int | None = options.get("batch_size")
+        self.version: str = str(options["version"]) if options.get("version") is not None else self._content_hash()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Functions from notebook cells and from the user's own modules travel by
+        # value: the workers may not have those modules (installed packages
+        # travel by reference, as usual).
+        state = dict(self.__dict__)
+        state["func"] = _dumps_by_value(self.func)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import cloudpickle
+
+        state = dict(state)
+        state["func"] = cloudpickle.loads(state["func"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"<geneva UDF {self.name} ({self.kind}) -> {self.data_type}, "
+            f"inputs {self.input_columns}, version {self.version}>"
+        )
+
+    # -- identity ---------------------------------------------------------------
+
+    def _content_hash(self) -> str:
+        """Hash of the code, constants, defaults and closure values, plus the output type and inputs."""
+        h = hashlib.blake2b(digest_size=8)
+        targets = [self.func]
+        if self.is_stateful:
+            targets = [v for _, v in sorted(vars(self.func).items()) if inspect.isfunction(v)]
+        for target in targets:
+            _hash_function(h, target)
+        h.update(str(self.data_type).encode())
+        h.update(repr(self.input_columns).encode())
+        return h.hexdigest()
+
+    # -- evaluation (worker side) ---------------------------------------------------
+
+    def instantiate(self) -> Callable:
+        """The callable to run: a new instance for stateful UDFs, else the function."""
+        return self.func() if self.is_stateful else self.func
+
+    def evaluate(self, fn: Callable, batch: pa.RecordBatch) -> pa.Array:
+        """Runs the UDF on ``batch`` (its input columns) and checks the result."""
+        rows = batch.num_rows
+        if self.kind == SCALAR:
+            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            values = [fn(*row) for row in zip(*columns, strict=True)] if columns else [fn() for _ in range(rows)]
+            return self.to_array(values)
+        columns = [batch.column(i) for i in range(batch.num_columns)]
+        result = fn(*columns) if self.kind == ARRAY else fn(batch)
+        return self.check_array(result, rows)
+
+    def to_array(self, values: list) -> pa.Array:
+        """Scalar results to an Arrow array of the column type, refusing lossy conversions.
+
+        The UdfError raised for a value that does not fit carries its index as ``.row``.
+        """
+        for i, value in enumerate(values):
+            problem = _scalar_mismatch(value, self.data_type)
+            if problem:
+                raise _row_error(f"UDF {self.name} returned {value!r}: {problem}", i)
+        try:
+            return pa.array(values, type=self.data_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as exc:
+            for i, value in enumerate(values):
+                try:
+                    pa.array([value], type=self.data_type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as row_exc:
+                    raise _row_error(
+                        f"UDF {self.name} returned {value!r}, which does not fit {self.data_type}: {row_exc}", i
+                    ) from None
+            raise UdfError(f"UDF {self.name}: results do not fit {self.data_type}: {exc}") from exc
+
+    def check_array(self, result: Any, rows: int) -> pa.Array:
+        """A batch result: right length, and the column type (or a lossless cast within its kind)."""
+        if isinstance(result, pa.ChunkedArray):
+            result = result.combine_chunks()
+        if not isinstance(result, pa.Array):
+            try:
+                result = pa.array(result, type=self.data_type)
+            except Exception as exc:
+                raise UdfError(
+                    f"UDF {self.name} returned {type(result).__name__}, not an array of {self.data_type}: {exc}"
+                ) from exc
+        if len(result) != rows:
+            raise UdfError(f"UDF {self.name} returned {len(result)} values for a batch of {rows} rows")
+        if result.type == self.data_type:
+            return result
+        if _same_kind(result.type, self.data_type):
+            try:
+                return result.cast(self.data_type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise UdfError(
+                    f"UDF {self.name}: values do not fit {self.data_type} (got {result.type}): {exc}"
+                ) from exc
+        raise UdfError(f"UDF {self.name} returned {result.type}, expected {self.data_type}")
+
+
+def _row_error(message: str, row: int) -> UdfError:
+    err = UdfError(message)
+    err.row = row  # type: ignore[attr-defined]
+    return err
+
+
+def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
+    t = pa.types
+    for test in (t.is_integer, t.is_floating, t.is_string, t.is_large_string, t.is_binary):
+        if test(got) and test(want):
+            return True
+    return (t.is_string(got) and t.is_large_string(want)) or (t.is_large_string(got) and t.is_string(want))
+
+
+def _scalar_mismatch(value: Any, data_type: pa.DataType) -> str | None:
+    """Why a Python value would be changed on the way into ``data_type`` (None: it fits)."""
+    import numpy as np
+
+    if value is None:
+        return None
+    if pa.types.is_integer(data_type):
+        if isinstance(value, (bool, np.bool_)):
+            return f"a bool is not an {data_type}"
+        if isinstance(value, (float, np.floating)):
+            return f"a float is not an {data_type} (the fraction would be lost); return int(...) or change data_type"
+    if pa.types.is_floating(data_type) and isinstance(value, float) and math.isnan(value):
+        return None
+    if pa.types.is_string(data_type) and not isinstance(value, str):
+        return f"{type(value).__name__} is not a string"
+    return None
+
+
+def _dumps_by_value(obj: Any) -> bytes:
+    """cloudpickle ``obj``, by value if it comes from a module that is not an installed package."""
+    import sys
+    import sysconfig
+
+    import cloudpickle
+
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    path = getattr(module, "__file__", None) or ""
+    installed = [sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")]
+    local = (
+        module is not None and module.__name__ != "__main__" and path and not any(path.startswith(p) for p in installed)
+    )
+    if not local:
+        return cloudpickle.dumps(obj)
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(obj)
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+
+
+def _hash_function(h: Any, fn: Callable) -> None:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        h.update(repr(fn).encode())
+        return
+    _hash_code(h, code)
+    h.update(repr(getattr(fn, "__defaults__", None)).encode())
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # empty cell
+            continue
+        if inspect.isfunction(contents):
+            _hash_function(h, contents)
+        else:
+            h.update(_stable_repr(contents).encode())
+
+
+def _hash_code(h: Any, code: Any) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            _hash_code(h, const)
+        else:
+            h.update(repr(const).encode())
+
+
+def _stable_repr(value: Any) -> str:
+    text = repr(value)
+    # Default reprs carry memory addresses, which change every run.
+    return type(value).__qualname__ if " at 0x" in text else text
+
+
+def udf(func: Callable | type | None = None, /, **options: Any) -> Any:
+    """Make a function (or a class with ``__call__``) a UDF; usable bare or with options.
+
+    Options: ``data_type``, ``input_columns``, ``num_cpus``, ``num_gpus``, ``memory``,
+    ``checkpoint_size``, ``batch_size``, ``version``.
+    """
+    if func is None:
+        _check_options(options)
+        return lambda f: UDF(f, **options)
+    return UDF(func, **options)

@@ -1,0 +1,36 @@
+//! The checkpointed backfill: plan the rows that need a value at a pinned
+//! table version, read a task's inputs, keep each computed batch as a
+//! checkpoint, and commit whole fragments as a Lance DataReplacement.
+
+pub mod checkpoint;
+pub mod commit;
+pub mod plan;
+pub mod read;
+
+pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use commit::commit_fragments;
+pub use plan::{FragmentWork, Plan, plan};
+
+use crate::table::TableError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: String, message: String },
+    #[error("fragment {fragment}: {message}")]
+    Fragment { fragment: u64, message: String },
+    #[error("lance: {0}")]
+    Lance(#[source] lance::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+pub type Result<T> = std::result::Result<T, BackfillError>;
+
+impl From<lance::Error> for BackfillError {
+    fn from(e: lance::Error) -> Self {
+        BackfillError::Lance(e)
+    }
+}

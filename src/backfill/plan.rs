@@ -1,0 +1,84 @@
+//! Which rows of which fragments need a value, at one pinned table version.
+
+use super::Result;
+use crate::table::{self, TableError};
+use arrow::array::{Array, UInt64Array};
+use futures::TryStreamExt;
+use lance::Dataset;
+use std::collections::BTreeMap;
+
+/// The rows of one fragment that need work, by physical offset (ascending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FragmentWork {
+    pub fragment_id: u64,
+    pub physical_rows: u64,
+    pub offsets: Vec<u32>,
+    /// Digest of the fragment's data files holding the input columns (and its
+    /// deletion file): checkpoints made from other inputs are never reused.
+    pub input_digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub version: u64,
+    pub fragments: Vec<FragmentWork>,
+    /// Rows in the table at `version` (deleted rows excluded).
+    pub table_rows: u64,
+}
+
+impl Plan {
+    pub fn rows(&self) -> u64 {
+        self.fragments.iter().map(|f| f.offsets.len() as u64).sum()
+    }
+}
+
+/// Plans at the dataset's checked-out version. `filter` is the complete row
+/// filter (the caller adds "target IS NULL" when the user gave no `where`);
+/// `input_columns` are the UDF's inputs.
+pub async fn plan(ds: &Dataset, filter: Option<&str>, input_columns: &[String]) -> Result<Plan> {
+    table::validate_columns(ds, input_columns)?;
+    let input_ids: Vec<i32> = input_columns.iter().filter_map(|c| ds.schema().field(c)).map(|f| f.id).collect();
+    let mut scanner = ds.scan();
+    scanner.project::<&str>(&[]).map_err(TableError::Lance)?;
+    scanner.with_row_address();
+    if let Some(f) = filter {
+        table::validate_filter(ds, f)?;
+        scanner.filter(f).map_err(TableError::Lance)?;
+    }
+    let batches: Vec<_> = scanner.try_into_stream().await?.try_collect().await?;
+    let mut by_fragment: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for batch in &batches {
+        let column = batch
+            .column_by_name(lance_core::ROW_ADDR)
+            .ok_or_else(|| TableError::Invalid(format!("scan returned no {} column", lance_core::ROW_ADDR)))?;
+        let addrs = column
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| TableError::Invalid("row addresses are not u64".into()))?;
+        for addr in addrs.values().iter() {
+            by_fragment.entry(addr >> 32).or_default().push(*addr as u32);
+        }
+    }
+    let mut fragments = Vec::with_capacity(by_fragment.len());
+    for frag in ds.get_fragments() {
+        let meta = frag.metadata();
+        let Some(mut offsets) = by_fragment.remove(&meta.id) else { continue };
+        offsets.sort_unstable();
+        let physical_rows = match meta.physical_rows {
+            Some(n) => n as u64,
+            None => frag.physical_rows().await? as u64,
+        };
+        let mut hasher = blake3::Hasher::new();
+        for file in meta.files.iter().filter(|f| f.fields.iter().any(|id| input_ids.contains(id))) {
+            hasher.update(file.path.as_bytes());
+            hasher.update(b"\0");
+        }
+        if let Some(deletions) = &meta.deletion_file {
+            hasher.update(format!("{deletions:?}").as_bytes());
+        }
+        let input_digest = hasher.finalize().to_hex()[..16].to_owned();
+        fragments.push(FragmentWork { fragment_id: meta.id, physical_rows, offsets, input_digest });
+    }
+    let table_rows = ds.count_rows(None).await? as u64;
+    Ok(Plan { version: ds.version_id(), fragments, table_rows })
+}

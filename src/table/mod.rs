@@ -1,0 +1,172 @@
+//! Lance tables in LanceDB's layout (`<db>/<name>.lance`): create, open,
+//! append, scan, count, and declare new (all-null) columns.
+
+pub mod filter;
+
+pub use filter::{FilterError, check_filter, close_matches};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use futures::TryStreamExt;
+use lance::Dataset;
+use lance::dataset::{NewColumnTransform, WriteMode, WriteParams};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("no table at {uri}")]
+    NotFound { uri: String },
+    #[error("a table already exists at {uri}; pass mode=\"overwrite\" to replace it, or exist_ok=True to open it")]
+    AlreadyExists { uri: String },
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("unknown column {column:?}{hint}")]
+    UnknownColumn { column: String, hint: String },
+    #[error("column {0:?} already exists")]
+    ColumnExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("lance: {0}")]
+    Lance(#[source] lance::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+pub type Result<T> = std::result::Result<T, TableError>;
+
+impl TableError {
+    /// Lance's error, with "not found" / "already exists" made specific.
+    pub fn from_lance(uri: &str, err: lance::Error) -> Self {
+        match err {
+            lance::Error::DatasetNotFound { .. } => TableError::NotFound { uri: uri.into() },
+            lance::Error::DatasetAlreadyExists { .. } => TableError::AlreadyExists { uri: uri.into() },
+            other => TableError::Lance(other),
+        }
+    }
+
+    /// "unknown column" with close matches among `columns`.
+    pub fn unknown_column(column: &str, columns: &[&str]) -> Self {
+        let suggestions = close_matches(column, columns);
+        let hint = if suggestions.is_empty() {
+            format!("; the table's columns are: {}", columns.join(", "))
+        } else {
+            format!("; did you mean {}?", suggestions.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or "))
+        };
+        TableError::UnknownColumn { column: column.into(), hint }
+    }
+}
+
+/// Opens the table at `uri`, at `version` or the latest.
+pub async fn open(uri: &str, version: Option<u64>) -> Result<Dataset> {
+    let ds = Dataset::open(uri).await.map_err(|e| TableError::from_lance(uri, e))?;
+    match version {
+        Some(v) if v != ds.version_id() => ds.checkout_version(v).await.map_err(|e| TableError::from_lance(uri, e)),
+        _ => Ok(ds),
+    }
+}
+
+/// Writes a new table (or a new version replacing all rows, when `overwrite`).
+pub async fn create(
+    uri: &str,
+    reader: Box<dyn arrow::array::RecordBatchReader + Send>,
+    overwrite: bool,
+) -> Result<Dataset> {
+    let params =
+        WriteParams { mode: if overwrite { WriteMode::Overwrite } else { WriteMode::Create }, ..Default::default() };
+    Dataset::write(reader, uri, Some(params)).await.map_err(|e| TableError::from_lance(uri, e))
+}
+
+/// Appends rows; returns the new version.
+pub async fn append(uri: &str, reader: Box<dyn arrow::array::RecordBatchReader + Send>) -> Result<u64> {
+    let mut ds = open(uri, None).await?;
+    let incoming = reader.schema();
+    let ours = Schema::from(ds.schema());
+    for field in incoming.fields() {
+        if ours.field_with_name(field.name()).is_err() {
+            let names = column_names(&ds);
+            return Err(TableError::unknown_column(
+                field.name(),
+                &names.iter().map(String::as_str).collect::<Vec<_>>(),
+            ));
+        }
+    }
+    ds.append(reader, None).await.map_err(|e| TableError::from_lance(uri, e))?;
+    Ok(ds.version_id())
+}
+
+pub fn column_names(ds: &Dataset) -> Vec<String> {
+    ds.schema().fields.iter().map(|f| f.name.clone()).collect()
+}
+
+/// Fails with close matches if `filter` names a column the table lacks.
+pub fn validate_filter(ds: &Dataset, filter: &str) -> Result<()> {
+    let names = column_names(ds);
+    check_filter(filter, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    Ok(())
+}
+
+/// Fails with close matches if any of `columns` is not in the table.
+pub fn validate_columns(ds: &Dataset, columns: &[String]) -> Result<()> {
+    let names = column_names(ds);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    match columns.iter().find(|c| !names.contains(&c.as_str())) {
+        Some(missing) => Err(TableError::unknown_column(missing, &names)),
+        None => Ok(()),
+    }
+}
+
+pub async fn count_rows(ds: &Dataset, filter: Option<&str>) -> Result<usize> {
+    if let Some(f) = filter {
+        validate_filter(ds, f)?;
+    }
+    ds.count_rows(filter.map(str::to_owned)).await.map_err(TableError::Lance)
+}
+
+/// Reads `columns` (all when None) of the rows matching `filter`, up to `limit`.
+pub async fn scan(
+    ds: &Dataset,
+    columns: Option<&[String]>,
+    filter: Option<&str>,
+    limit: Option<i64>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut scanner = ds.scan();
+    if let Some(cols) = columns {
+        validate_columns(ds, cols)?;
+        scanner.project(cols).map_err(TableError::Lance)?;
+    }
+    if let Some(f) = filter {
+        validate_filter(ds, f)?;
+        scanner.filter(f).map_err(TableError::Lance)?;
+    }
+    if limit.is_some() {
+        scanner.limit(limit, None).map_err(TableError::Lance)?;
+    }
+    let schema: SchemaRef = Arc::new(scanner.schema().await.map_err(TableError::Lance)?.as_ref().clone());
+    let stream = scanner.try_into_stream().await.map_err(TableError::Lance)?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(TableError::Lance)?;
+    Ok((schema, batches))
+}
+
+/// Declares new all-null columns (metadata only: no data is written); returns the new version.
+pub async fn add_null_columns(uri: &str, fields: Vec<Field>) -> Result<u64> {
+    let mut ds = open(uri, None).await?;
+    let existing = column_names(&ds);
+    if let Some(dup) = fields.iter().find(|f| existing.contains(f.name())) {
+        return Err(TableError::ColumnExists(dup.name().clone()));
+    }
+    let nullable: Vec<Field> = fields.into_iter().map(|f| f.with_nullable(true)).collect();
+    ds.add_columns(NewColumnTransform::AllNulls(Arc::new(Schema::new(nullable))), None, None)
+        .await
+        .map_err(TableError::Lance)?;
+    Ok(ds.version_id())
+}
+
+/// Merges `values` into the metadata of field `column`; returns the new version.
+pub async fn update_field_metadata(uri: &str, column: &str, values: HashMap<String, String>) -> Result<u64> {
+    let mut ds = open(uri, None).await?;
+    validate_columns(&ds, &[column.to_owned()])?;
+    ds.update_field_metadata().update(column, values).map_err(TableError::Lance)?.await.map_err(TableError::Lance)?;
+    Ok(ds.version_id())
+}

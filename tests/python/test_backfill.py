@@ -1,0 +1,473 @@
+"""The checkpointed backfill on a real embedded Ray, with real Lance files (also read by pylance)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import geneva
+import lance
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from geneva.exceptions import BackfillCancelled, ColumnNotFoundError, FilterSyntaxError, InvalidInputError, UdfError
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def make_rows(n: int, start: int = 0, seed: int = 7) -> pa.Table:
+    rng = random.Random(seed + start)
+    return pa.table(
+        {
+            "id": pa.array(range(start, start + n), pa.int64()),
+            "filename": [f"{rng.choice('abcdef')}{i}.jpg" for i in range(start, start + n)],
+            "x": pa.array([float(i) for i in range(start, start + n)]),
+            "y": pa.array([2.0] * n),
+        }
+    )
+
+
+def counting_udf(counter: Path, **options):
+    """A scalar UDF that appends one line per call to ``counter`` (works across Ray workers)."""
+
+    @geneva.udf(data_type=pa.int32(), **options)
+    def filename_len(filename: str) -> int:
+        with open(counter, "a") as f:
+            f.write("1\n")
+        return len(filename)
+
+    return filename_len
+
+
+def calls(counter: Path) -> int:
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+# -- the seed API, values checked ---------------------------------------------------------
+
+
+def test_scalar_and_array_udfs_then_incremental(db, tmp_path) -> None:
+    tbl = db.create_table("t", make_rows(5000))
+    counter = tmp_path / "calls"
+
+    @geneva.udf(data_type=pa.float64())
+    def xy_product(x: pa.Array, y: pa.Array) -> pa.Array:
+        return pc.multiply(x, y)
+
+    tbl.add_columns({"filename_len": counting_udf(counter), "xy_product": xy_product})
+    assert tbl.to_arrow()["filename_len"].null_count == 5000
+
+    result = tbl.backfill("filename_len")
+    assert (result.rows_processed, result.rows_skipped, result.rows_failed) == (5000, 0, 0)
+    assert result.fragments_committed == 1 and result.version == tbl.version
+    assert calls(counter) == 5000
+    tbl.backfill("xy_product", checkpoint_size=700)
+
+    t = tbl.to_arrow()
+    assert t["filename_len"].to_pylist() == [len(f) for f in t["filename"].to_pylist()]
+    assert t["xy_product"].to_pylist() == [2.0 * i for i in range(5000)]
+
+    # Rerunning computes nothing; after add() only the new rows.
+    again = tbl.backfill("filename_len")
+    assert (again.rows_processed, again.rows_skipped) == (0, 5000)
+    tbl.add(make_rows(300, start=5000))
+    incremental = tbl.backfill("filename_len")
+    assert (incremental.rows_processed, incremental.rows_skipped) == (300, 5000)
+    assert calls(counter) == 5300
+
+    # pylance reads exactly what geneva wrote.
+    ds = lance.dataset(tbl.uri).to_table(columns=["filename", "filename_len"])
+    assert ds["filename_len"].to_pylist() == [len(f) for f in ds["filename"].to_pylist()]
+
+
+def test_add_columns_with_backfill_true(db) -> None:
+    tbl = db.create_table("t", make_rows(100))
+
+    @geneva.udf
+    def area(x: float, y: float) -> float:
+        return x * y
+
+    tbl.add_columns({"area": area}, backfill=True)
+    assert tbl.to_arrow()["area"].to_pylist() == [2.0 * i for i in range(100)]
+    assert tbl.schema.field("area").type == pa.float64()
+
+
+def test_filtered_backfill_and_incremental_rerun(db, tmp_path) -> None:
+    tbl = db.create_table("t", make_rows(2000))
+    counter = tmp_path / "calls"
+    tbl.add_columns({"content": counting_udf(counter)})
+    where = "(starts_with(filename, 'a') or starts_with(filename, 'b')) and content is null"
+
+    first = tbl.backfill("content", where="starts_with(filename, 'a')")
+    t = tbl.to_arrow()
+    a_rows = [f for f in t["filename"].to_pylist() if f.startswith("a")]
+    assert first.rows_processed == len(a_rows) == calls(counter)
+    for f, v in zip(t["filename"].to_pylist(), t["content"].to_pylist(), strict=True):
+        assert v == (len(f) if f.startswith("a") else None)
+
+    # The same filter again after an append: only the new matching rows.
+    tbl.add(make_rows(500, start=2000))
+    before = calls(counter)
+    second = tbl.backfill("content", where="starts_with(filename, 'a')")
+    new_a = sum(1 for f in make_rows(500, start=2000)["filename"].to_pylist() if f.startswith("a"))
+    assert second.rows_processed == new_a == calls(counter) - before
+
+    tbl.backfill("content", where=where)
+    t = tbl.to_arrow()
+    for f, v in zip(t["filename"].to_pylist(), t["content"].to_pylist(), strict=True):
+        assert v == (len(f) if f[0] in "ab" else None)
+
+
+def test_embedding_fixed_size_list_and_where_not_null(db) -> None:
+    tbl = db.create_table("t", make_rows(50))
+
+    @geneva.udf(data_type=pa.list_(pa.float32(), 4))
+    def embedding(id: int) -> list:
+        return [float(id)] * 4
+
+    tbl.add_columns({"embedding": embedding})
+    tbl.backfill("embedding", where="id >= 10")
+    values = tbl.to_arrow()["embedding"].to_pylist()
+    assert values[:10] == [None] * 10 and values[10] == [10.0] * 4
+
+
+def test_documented_typo_gets_close_match_and_nothing_changes(db) -> None:
+    tbl = db.create_table("t", make_rows(20))
+
+    @geneva.udf(data_type=pa.list_(pa.float32(), 2))
+    def embedding(filename: str) -> list:
+        return [1.0, 2.0]
+
+    @geneva.udf(data_type=pa.string())
+    def content(filename: str) -> str:
+        return filename
+
+    tbl.add_columns({"embedding": embedding, "content": content})
+    version = tbl.version
+    with pytest.raises(ColumnNotFoundError, match='did you mean "embedding"'):
+        tbl.backfill("embedding", where="content is not null and embeddding is not null")
+    with pytest.raises(FilterSyntaxError, match="found: EOF") as err:
+        tbl.backfill("embedding", where="content is not null and")
+    assert str(err.value).endswith(" " * len("content is not null and") + "^")
+    with pytest.raises(ColumnNotFoundError, match="did you mean 'embedding'"):
+        tbl.backfill("embeding")
+    assert tbl.version == version
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be an int >= 1"),
+        ({"on_error": "ignore"}, "on_error must be"),
+        ({"checkpoint_size": -5}, "checkpoint_size must be"),
+        ({"where": ""}, "where must be a non-empty"),
+        ({"num_cpus": -1}, "num_cpus must be"),
+    ],
+)
+def test_bad_backfill_options(db, options, message) -> None:
+    tbl = db.create_table("t", make_rows(10))
+    tbl.add_columns({"n": counting_udf(Path(os.devnull))})
+    version = tbl.version
+    with pytest.raises(InvalidInputError, match=message):
+        tbl.backfill("n", **options)
+    assert tbl.version == version
+
+
+def test_backfill_of_a_plain_column_says_how(db) -> None:
+    tbl = db.create_table("t", make_rows(10))
+    with pytest.raises(InvalidInputError, match="not computed by a UDF"):
+        tbl.backfill("filename")
+
+
+# -- UDF forms -------------------------------------------------------------------------------
+
+
+def test_recordbatch_and_stateful_udfs(db, tmp_path) -> None:
+    tbl = db.create_table("t", make_rows(3000))
+    inits = tmp_path / "inits"
+
+    @geneva.udf(data_type=pa.float64(), input_columns=["x", "y"])
+    def total(batch: pa.RecordBatch) -> pa.Array:
+        return pc.add(batch["x"], batch["y"])
+
+    @geneva.udf(data_type=pa.int64())
+    class Offset:
+        def __init__(self) -> None:
+            with open(inits, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            self.base = 1000
+
+        def __call__(self, id: int) -> int:
+            return id + self.base
+
+    tbl.add_columns({"total": total, "shifted": Offset})
+    tbl.backfill("total")
+    tbl.backfill("shifted", checkpoint_size=200, concurrency=2)
+    t = tbl.to_arrow()
+    assert t["total"].to_pylist() == [i + 2.0 for i in range(3000)]
+    assert t["shifted"].to_pylist() == [i + 1000 for i in range(3000)]
+    # Built once per worker process, not once per batch (15 batches here).
+    pids = inits.read_text().split()
+    assert len(pids) == len(set(pids)) <= 2
+
+
+def test_udf_options_and_type_inference() -> None:
+    with pytest.raises(TypeError, match="did you mean 'data_type'"):
+        geneva.udf(dtype=pa.int32())
+    with pytest.raises(TypeError, match="cannot tell the output type"):
+
+        @geneva.udf
+        def untyped(x):
+            return x
+
+    @geneva.udf
+    def f(x: int) -> float:
+        return x / 2
+
+    assert f.data_type == pa.float64() and f.kind == "scalar" and f(3) == 1.5
+
+    @geneva.udf
+    def g(x: int) -> np.float32:
+        return np.float32(x)
+
+    assert g.data_type == pa.float32()
+
+
+def test_udf_version_is_a_content_hash() -> None:
+    def make(k):
+        @geneva.udf
+        def scale(x: int) -> int:
+            return x * k
+
+        return scale
+
+    assert make(2).version == make(2).version != make(3).version
+
+
+def test_changed_udf_recomputes_every_row(db, capsys) -> None:
+    tbl = db.create_table("t", make_rows(100))
+
+    @geneva.udf
+    def score(id: int) -> int:
+        return id
+
+    tbl.add_columns({"score": score})
+    tbl.backfill("score")
+
+    @geneva.udf
+    def score(id: int) -> int:
+        return id * 10
+
+    tbl.add_columns({"score": score})
+    result = tbl.backfill("score")
+    assert result.rows_processed == 100
+    assert "recomputing every row" in capsys.readouterr().out
+    assert tbl.to_arrow()["score"].to_pylist() == [i * 10 for i in range(100)]
+
+
+# -- type safety and errors ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data_type", "body", "message"),
+    [
+        (pa.int64(), lambda id: id + 0.5, "a float is not an int64"),
+        (pa.int8(), lambda id: id * 100, "does not fit int8"),
+        (pa.string(), lambda id: id, "int is not a string"),
+    ],
+)
+def test_wrong_scalar_output_names_the_row(db, data_type, body, message) -> None:
+    tbl = db.create_table("t", make_rows(10))
+
+    @geneva.udf(data_type=data_type)
+    def bad(id: int):
+        return body(id)
+
+    tbl.add_columns({"bad": bad})
+    version = tbl.version
+    with pytest.raises(UdfError, match=message) as err:
+        tbl.backfill("bad")
+    assert "offset" in str(err.value)
+    assert tbl.version == version
+    assert tbl.to_arrow()["bad"].null_count == 10
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_array_udf_with_wrong_length_fails(db, delta) -> None:
+    tbl = db.create_table("t", make_rows(10))
+
+    @geneva.udf(data_type=pa.float64())
+    def wrong(x: pa.Array) -> pa.Array:
+        return pa.array([1.0] * (len(x) + delta))
+
+    tbl.add_columns({"wrong": wrong})
+    with pytest.raises(UdfError, match=f"returned {10 + delta} values for a batch of 10 rows"):
+        tbl.backfill("wrong")
+
+
+def test_udf_exception_then_fixed_rerun_resumes(db, tmp_path) -> None:
+    tbl = db.create_table("t", make_rows(1000))
+    counter = tmp_path / "calls"
+    poison = tmp_path / "poison"
+    poison.write_text("1")
+
+    @geneva.udf(data_type=pa.int64())
+    def fragile(id: int) -> int:
+        if id == 950 and poison.exists():
+            raise ValueError("bad row")
+        with open(counter, "a") as f:
+            f.write("1\n")
+        return id
+
+    tbl.add_columns({"fragile": fragile})
+    with pytest.raises(UdfError, match="ValueError: bad row") as err:
+        tbl.backfill("fragile", checkpoint_size=100, concurrency=1, task_size=100)
+    assert '"id": 950' in str(err.value) and "Traceback" in str(err.value)
+    assert tbl.to_arrow()["fragile"].null_count == 1000  # nothing partial committed
+    first = calls(counter)
+    assert 900 <= first < 1000
+
+    poison.unlink()
+    result = tbl.backfill("fragile", checkpoint_size=100, concurrency=1, task_size=100)
+    assert result.rows_resumed == 900 and result.rows_processed == 100
+    assert calls(counter) == first + 100  # only the unfinished batch ran again
+    assert tbl.to_arrow()["fragile"].to_pylist() == list(range(1000))
+
+
+def test_on_error_skip_records_each_failed_row(db) -> None:
+    tbl = db.create_table("t", make_rows(50))
+
+    @geneva.udf(data_type=pa.int64())
+    def picky(id: int) -> int:
+        if id % 10 == 0:
+            raise KeyError(id)
+        return id
+
+    tbl.add_columns({"picky": picky})
+    result = tbl.backfill("picky", on_error="skip")
+    assert (result.rows_processed, result.rows_failed) == (45, 5)
+    values = tbl.to_arrow()["picky"].to_pylist()
+    assert [i for i, v in enumerate(values) if v is None] == [0, 10, 20, 30, 40]
+    errors = tbl.backfill_errors(result.job_id)
+    assert sorted(errors["offset"].to_pylist()) == [0, 10, 20, 30, 40]
+    assert all("KeyError" in e for e in errors["error"].to_pylist())
+
+
+# -- jobs, cancel, concurrency, crash ----------------------------------------------------------
+
+
+def slow_udf(counter: Path, delay: float):
+    @geneva.udf(data_type=pa.int64())
+    def slow(id: int) -> int:
+        time.sleep(delay)
+        with open(counter, "a") as f:
+            f.write("1\n")
+        return id
+
+    return slow
+
+
+def test_async_job_progress_and_cancel(db, tmp_path) -> None:
+    tbl = db.create_table("t", make_rows(4000))
+    counter = tmp_path / "calls"
+    tbl.add_columns({"slow": slow_udf(counter, 0.005)})
+    version = tbl.version
+    job = tbl.backfill_async("slow", checkpoint_size=100, concurrency=2)
+    deadline = time.monotonic() + 60
+    while calls(counter) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    snapshot = job.progress()
+    assert snapshot.rows_total == 4000 and snapshot.stage in ("running", "committing")
+    job.cancel()
+    with pytest.raises(BackfillCancelled, match="checkpoints kept"):
+        job.result(timeout=60)
+    assert job.done() and job.status == "cancelled"
+    assert tbl.version == version
+    assert tbl.to_arrow()["slow"].null_count == 4000
+
+
+def test_concurrent_add_during_backfill_loses_no_row(db, tmp_path) -> None:
+    tbl = db.create_table("t", make_rows(3000))
+    counter = tmp_path / "calls"
+    tbl.add_columns({"slow": slow_udf(counter, 0.001)})
+    job = tbl.backfill_async("slow", checkpoint_size=250, concurrency=2)
+    while calls(counter) < 100:
+        time.sleep(0.02)
+    tbl.add(make_rows(500, start=3000))
+    result = job.result(timeout=120)
+    assert result.rows_processed == 3000
+    t = tbl.to_arrow()
+    assert t.num_rows == 3500
+    assert t["slow"].to_pylist() == list(range(3000)) + [None] * 500
+    assert tbl.backfill("slow").rows_processed == 500
+    assert tbl.to_arrow()["slow"].to_pylist() == list(range(3500))
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, time, ray, pyarrow as pa, geneva
+    ray.init(address=sys.argv[3], logging_level="WARNING")
+    counter = sys.argv[2]
+
+    @geneva.udf(data_type=pa.int64())
+    def slow(id: int) -> int:
+        time.sleep(0.002)
+        with open(counter, "a") as f:
+            f.write("1\\n")
+        return id
+
+    tbl = geneva.connect(sys.argv[1]).open_table("t")
+    tbl.add_columns({"slow": slow})
+    tbl.backfill("slow", checkpoint_size=100, concurrency=2, task_size=400)
+    """
+)
+
+
+def test_resume_after_sigkill_of_the_driver(db, tmp_path, ray_local) -> None:
+    tbl = db.create_table("t", make_rows(4000))
+    counter = tmp_path / "calls"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    address = ray_local.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, str(script), str(db.path), str(counter), address])
+    deadline = time.monotonic() + 120
+    while calls(counter) < 1500 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "driver ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # let Ray reap the dead driver's tasks
+    killed_at = calls(counter)
+
+    # Rerun the same backfill (the UDF as defined in the driver, read from the table).
+    result = tbl.backfill("slow", checkpoint_size=100, concurrency=2, task_size=400)
+    total = calls(counter)
+    redone = total - 4000
+    assert tbl.to_arrow()["slow"].to_pylist() == list(range(4000))
+    # At most one checkpoint batch per concurrent task is computed twice.
+    assert 0 <= redone <= 2 * 100, (killed_at, total, result)
+    assert result.rows_resumed + result.rows_processed + result.rows_skipped == 4000
+
+
+def test_notebook_defined_udf_pickled_by_value(db, ip) -> None:
+    tbl = db.create_table("t", make_rows(100))
+    ip.user_ns["tbl"] = tbl
+    ip.run_cell(
+        "import geneva, pyarrow as pa\n"
+        "factor = 3\n"
+        "@geneva.udf\n"
+        "def tripled(id: int) -> int:\n"
+        "    return id * factor\n"
+        "tbl.add_columns({'tripled': tripled})\n"
+        "result = tbl.backfill('tripled')\n",
+        store_history=False,
+    ).raise_error()
+    assert ip.user_ns["result"].rows_processed == 100
+    assert tbl.to_arrow()["tripled"].to_pylist() == [i * 3 for i in range(100)]
