@@ -220,6 +220,9 @@ def _ensure_ray() -> Any:
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING", log_to_driver=True)
+        from geneva._kernel import on_kernel_shutdown
+
+        on_kernel_shutdown(ray.shutdown)
     return ray
 
 

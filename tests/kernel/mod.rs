@@ -122,6 +122,11 @@ impl Kernel {
         self.process.id()
     }
 
+    /// The kernel's working directory (a fresh temporary directory).
+    pub fn cwd(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// What the kernel wrote to stderr so far (shown when a test fails).
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("kernel.stderr")).unwrap_or_default()
@@ -266,7 +271,13 @@ impl Kernel {
         let request: JupyterMessage = ShutdownRequest { restart: false }.into();
         self.control.send(request).await?;
         match timeout(limit, self.process.wait()).await {
-            Ok(status) => Ok(status?.success()),
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    eprintln!("kernel exited with {status}; stderr:\n{}", self.stderr());
+                }
+                Ok(status.success())
+            }
             Err(_) => {
                 self.process.kill().await?;
                 Ok(false)

@@ -471,3 +471,36 @@ def test_notebook_defined_udf_pickled_by_value(db, ip) -> None:
     ).raise_error()
     assert ip.user_ns["result"].rows_processed == 100
     assert tbl.to_arrow()["tripled"].to_pylist() == [i * 3 for i in range(100)]
+
+
+def test_backfill_a_table_written_by_pylance(db) -> None:
+    lance.write_dataset(make_rows(1000), str(db.path / "raw.lance"), max_rows_per_file=300)
+    tbl = db.open_table("raw")
+
+    @geneva.udf
+    def is_a(filename: str) -> bool:
+        return filename.startswith("a")
+
+    @geneva.udf
+    def raw_name(filename: str) -> bytes:
+        return filename.encode()
+
+    tbl.add_columns({"is_a": is_a, "raw_name": raw_name})
+    result = tbl.backfill("is_a", concurrency=2)
+    assert result.fragments_committed == 4
+    tbl.backfill("raw_name")
+    theirs = lance.dataset(tbl.uri).to_table(columns=["filename", "is_a", "raw_name"]).to_pylist()
+    assert [r["is_a"] for r in theirs] == [r["filename"].startswith("a") for r in theirs]
+    assert [r["raw_name"] for r in theirs] == [r["filename"].encode() for r in theirs]
+
+
+def test_struct_output(db) -> None:
+    tbl = db.create_table("t", make_rows(20))
+    box = pa.struct([("w", pa.int64()), ("h", pa.float64())])
+
+    @geneva.udf(data_type=box)
+    def size(id: int, x: float) -> dict:
+        return {"w": id, "h": x / 2}
+
+    tbl.add_columns({"size": size}, backfill=True)
+    assert tbl.to_arrow()["size"].to_pylist()[4] == {"w": 4, "h": 2.0}
