@@ -62,6 +62,7 @@ fmt: setup ## Format Rust and Python sources
 
 bench: develop ## Benchmarks (bench/): ratios against baselines run in the same script
 	$(VPY) bench/load_ext.py
+	$(VPY) bench/backfill.py
 
 clean: ## Remove .venv and build outputs (keeps the shared cargo cache)
 	rm -rf $(VENV) build

@@ -30,6 +30,10 @@ class FilterSyntaxError(InvalidInputError):
     """A `where` filter that does not parse; the message points at the position."""
 
 
+class FilterTypeError(InvalidInputError):
+    """A `where` filter that compares values of different types (``name > 5`` on a string column)."""
+
+
 class StorageError(GenevaError):
     """Lance or Arrow failed reading or writing the table."""
 

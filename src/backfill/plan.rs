@@ -42,7 +42,7 @@ pub async fn plan(ds: &Dataset, filter: Option<&str>, input_columns: &[String]) 
     scanner.project::<&str>(&[]).map_err(TableError::Lance)?;
     scanner.with_row_address();
     if let Some(f) = filter {
-        table::validate_filter(ds, f)?;
+        table::validate_filter(ds, f).await?;
         scanner.filter(f).map_err(TableError::Lance)?;
     }
     let batches: Vec<_> = scanner.try_into_stream().await?.try_collect().await?;

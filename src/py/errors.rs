@@ -39,6 +39,7 @@ pub fn table_error(err: TableError) -> PyErr {
             "ColumnNotFoundError"
         }
         TableError::Filter(FilterError::Parse { .. }) => "FilterSyntaxError",
+        TableError::Filter(FilterError::Type { .. }) => "FilterTypeError",
         TableError::ColumnExists(_) => "ColumnExistsError",
         TableError::Invalid(_) => "InvalidInputError",
         TableError::Lance(_) | TableError::Arrow(_) => "StorageError",

@@ -12,6 +12,8 @@ use std::ops::ControlFlow;
 pub enum FilterError {
     #[error("cannot parse filter: {message}\n  {filter}\n  {caret}")]
     Parse { filter: String, message: String, caret: String },
+    #[error("filter {filter:?} does not type-check against the table: {message}")]
+    Type { filter: String, message: String },
     #[error("filter {filter:?} names unknown column {column:?}{hint}")]
     UnknownColumn { filter: String, column: String, hint: String, suggestions: Vec<String> },
 }
@@ -78,6 +80,16 @@ pub fn close_matches(name: &str, candidates: &[&str]) -> Vec<String> {
     scored.into_iter().take(3).map(|(_, c)| c.to_owned()).collect()
 }
 
+/// Lance's "Invalid user input: ..., /path/file.rs:1:2" without the noise.
+pub fn type_error(filter: &str, lance_message: &str) -> FilterError {
+    let first = lance_message.split(", /").next().unwrap_or(lance_message);
+    let mut message = first.replace("Invalid user input: ", "");
+    if let Some(rest) = message.strip_prefix(&format!("Error resolving filter expression {filter}: ")) {
+        message = rest.to_owned();
+    }
+    FilterError::Type { filter: filter.into(), message: message.trim().to_owned() }
+}
+
 /// sqlparser says "... at Line: 1, Column: 12": point at that column.
 fn parse_error(filter: &str, message: &str) -> FilterError {
     let column = message
@@ -128,6 +140,18 @@ mod tests {
     fn far_off_names_list_the_columns() {
         let err = check_filter("zzz > 1", &["filename", "content"]).unwrap_err();
         assert!(err.to_string().ends_with("the table's columns are: filename, content"), "{err}");
+    }
+
+    #[test]
+    fn lance_type_errors_lose_their_source_paths() {
+        let raw = "lance: Invalid user input: Error resolving filter expression x > 5: Invalid user input: \
+                   Received literal Int64(5) and could not convert to literal of type 'Utf8', /root/x.rs:23:88, /y.rs:1:1";
+        let err = type_error("x > 5", raw.trim_start_matches("lance: "));
+        assert_eq!(
+            err.to_string(),
+            "filter \"x > 5\" does not type-check against the table: \
+             Received literal Int64(5) and could not convert to literal of type 'Utf8'"
+        );
     }
 
     #[test]

@@ -100,11 +100,21 @@ pub fn column_names(ds: &Dataset) -> Vec<String> {
     ds.schema().fields.iter().map(|f| f.name.clone()).collect()
 }
 
-/// Fails with close matches if `filter` names a column the table lacks.
-pub fn validate_filter(ds: &Dataset, filter: &str) -> Result<()> {
+/// Fails with close matches if `filter` names a column the table lacks, and
+/// with Lance's reason if it does not type-check (`name > 5` on a string).
+pub async fn validate_filter(ds: &Dataset, filter: &str) -> Result<()> {
     let names = column_names(ds);
     check_filter(filter, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
-    Ok(())
+    let mut scanner = ds.scan();
+    let planned = match scanner.filter(filter) {
+        Ok(s) => s.create_plan().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match planned {
+        Ok(()) => Ok(()),
+        Err(e @ lance::Error::InvalidInput { .. }) => Err(filter::type_error(filter, &e.to_string()).into()),
+        Err(e) => Err(TableError::Lance(e)),
+    }
 }
 
 /// Fails with close matches if any of `columns` is not in the table.
@@ -119,7 +129,7 @@ pub fn validate_columns(ds: &Dataset, columns: &[String]) -> Result<()> {
 
 pub async fn count_rows(ds: &Dataset, filter: Option<&str>) -> Result<usize> {
     if let Some(f) = filter {
-        validate_filter(ds, f)?;
+        validate_filter(ds, f).await?;
     }
     ds.count_rows(filter.map(str::to_owned)).await.map_err(TableError::Lance)
 }
@@ -137,7 +147,7 @@ pub async fn scan(
         scanner.project(cols).map_err(TableError::Lance)?;
     }
     if let Some(f) = filter {
-        validate_filter(ds, f)?;
+        validate_filter(ds, f).await?;
         scanner.filter(f).map_err(TableError::Lance)?;
     }
     if limit.is_some() {

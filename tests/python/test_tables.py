@@ -10,6 +10,7 @@ import pytest
 from geneva.exceptions import (
     ColumnNotFoundError,
     FilterSyntaxError,
+    FilterTypeError,
     InvalidInputError,
     TableExistsError,
     TableNotFoundError,
@@ -92,6 +93,9 @@ def test_bad_filters_leave_the_table_unchanged(db) -> None:
     assert "^" in str(err.value)
     with pytest.raises(ColumnNotFoundError, match="did you mean"):
         tbl.to_arrow(columns=["idd"])
+    with pytest.raises(FilterTypeError, match="could not convert to literal of type 'Utf8'") as err:
+        tbl.count_rows("filename > 5")
+    assert ".rs:" not in str(err.value)
     with pytest.raises(ColumnNotFoundError, match='unknown column "size"'):
         tbl.add([{"id": 5, "filename": "x", "size": 3}])
     assert tbl.version == 1
