@@ -74,12 +74,14 @@ def run_floor(folder: str, rows: int) -> dict:
     import pyarrow.compute as pc
 
     uri = os.path.join(folder, "floor.lance")
-    lance.write_dataset(make_rows(rows), uri)
+    lance.write_dataset(make_rows(rows), uri, mode="overwrite")
 
     def job():
         t = lance.dataset(uri).to_table(columns=["x", "y"])
         out = pc.multiply(t["x"], t["y"])
-        lance.write_dataset(t.select([]).append_column("xy", out), os.path.join(folder, "floor_out.lance"))
+        lance.write_dataset(
+            t.select([]).append_column("xy", out), os.path.join(folder, "floor_out.lance"), mode="overwrite"
+        )
 
     _, seconds = timed(job)
     return {"batched_1m_s": seconds}

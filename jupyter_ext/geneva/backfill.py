@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from geneva.db import Table
     from geneva.udf import UDF
 
-DEFAULT_CHECKPOINT_SIZE = 8192
+MIN_CHECKPOINT_SIZE, MAX_CHECKPOINT_SIZE = 1024, 32768
 COMPUTED_META = "geneva.computed_version"  # field metadata: UDF version the stored values came from
 ON_ERROR = ("fail", "skip")
 
@@ -336,13 +336,20 @@ class Job:
             self._finished.set()
 
     def _sizes(self) -> tuple[int, int]:
+        """(rows per checkpoint, rows per task).
+
+        By default a checkpoint holds a share of the job (two per concurrent
+        task), between 1,024 and 32,768 rows: small jobs still spread over the
+        workers, big ones do not pay a checkpoint write per few thousand rows.
+        A resume redoes at most one checkpoint per task that was running.
+        """
         opts, plan = self._opts, self._plan
-        checkpoint = opts.checkpoint_size or self.udf.checkpoint_size or DEFAULT_CHECKPOINT_SIZE
+        share = math.ceil(plan.rows / max(1, opts.concurrency * 2)) if plan.rows else MIN_CHECKPOINT_SIZE
+        adaptive = min(MAX_CHECKPOINT_SIZE, max(MIN_CHECKPOINT_SIZE, share))
+        checkpoint = opts.checkpoint_size or self.udf.checkpoint_size or adaptive
         if opts.task_size is not None:
             return checkpoint, max(opts.task_size, checkpoint)
-        # Enough tasks to keep `concurrency` busy, but not tiny ones.
-        spread = math.ceil(plan.rows / max(1, opts.concurrency * 2)) if plan.rows else checkpoint
-        return checkpoint, max(checkpoint, min(checkpoint * 16, spread))
+        return checkpoint, max(checkpoint, min(checkpoint * 16, share))
 
     def _ray_options(self) -> dict[str, Any]:
         """Ray resources per task: backfill() arguments win over the UDF's own options."""

@@ -54,6 +54,40 @@ def _check_options(options: dict[str, Any]) -> None:
             raise TypeError(f"udf() got an unexpected option {name!r}{hint}")
 
 
+_BY_NAME = {
+    "Array": pa.Array,
+    "ChunkedArray": pa.ChunkedArray,
+    "RecordBatch": pa.RecordBatch,
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "bytes": bytes,
+}
+
+
+def _annotations(fn: Callable) -> dict[str, Any]:
+    """Annotations as objects. Under ``from __future__ import annotations`` they
+    are strings, evaluated here in the function's globals and closure (a UDF
+    defined inside a function sees that function's ``pa``); what still does not
+    evaluate is matched by its last dotted name (``pa.Array`` -> ``pa.Array``)."""
+    raw = inspect.get_annotations(fn)
+    try:
+        closure = inspect.getclosurevars(fn).nonlocals
+    except (TypeError, ValueError):
+        closure = {}
+    scope = {**getattr(fn, "__globals__", {}), **closure}
+    resolved: dict[str, Any] = {}
+    for name, annotation in raw.items():
+        resolved[name] = annotation
+        if isinstance(annotation, str):
+            try:
+                resolved[name] = eval(annotation, scope)  # annotation text written by the UDF's author
+            except Exception:
+                resolved[name] = _BY_NAME.get(annotation.rsplit(".", 1)[-1], annotation)
+    return resolved
+
+
 def _kind_of(annotations: list[Any]) -> str:
     """RecordBatch form: one pa.RecordBatch parameter; array form: any pa.Array one; else scalar."""
     if len(annotations) == 1 and annotations[0] is pa.RecordBatch:
@@ -110,10 +144,7 @@ class UDF:
             raise TypeError(f"class UDF {self.name} needs a __call__ method")
         signature = inspect.signature(call)
         params = [p for p in signature.parameters.values() if p.name != "self"]
-        try:
-            hints = inspect.get_annotations(call, eval_str=True)
-        except Exception:  # unresolvable string annotations: fall back to raw ones
-            hints = {p.name: p.annotation for p in params}
+        hints = _annotations(call)
         self.param_names = [p.name for p in params]
         self.kind = _kind_of([hints.get(p.name, inspect.Parameter.empty) for p in params])
 

@@ -59,12 +59,6 @@ async fn fragment_column(
     })?;
     let physical_rows = fragment.physical_rows().await?;
 
-    // Old values of live rows, with their offsets (deleted rows stay null).
-    let mut scanner = fragment.scan();
-    scanner.project(&[column])?;
-    scanner.with_row_address();
-    let old: Vec<RecordBatch> = scanner.try_into_stream().await?.try_collect().await?;
-
     let mut checkpoints: Vec<Checkpoint> = Vec::with_capacity(uris.len());
     for uri in uris {
         let cp = checkpoint::read(uri).await?.ok_or_else(|| BackfillError::Checkpoint {
@@ -79,6 +73,18 @@ async fn fragment_column(
         }
         checkpoints.push(cp);
     }
+
+    // Old values of live rows, with their offsets (deleted rows stay null);
+    // not needed when the checkpoints cover every row.
+    let covered: usize = checkpoints.iter().map(|c| c.offsets.len()).sum();
+    let old: Vec<RecordBatch> = if covered == physical_rows {
+        Vec::new()
+    } else {
+        let mut scanner = fragment.scan();
+        scanner.project(&[column])?;
+        scanner.with_row_address();
+        scanner.try_into_stream().await?.try_collect().await?
+    };
 
     // Source 0 is one null; then the old batches; then the checkpoints.
     let nulls = new_null_array(field.data_type(), 1);

@@ -504,3 +504,23 @@ def test_struct_output(db) -> None:
 
     tbl.add_columns({"size": size}, backfill=True)
     assert tbl.to_arrow()["size"].to_pylist()[4] == {"w": 4, "h": 2.0}
+
+
+def test_string_annotations_of_a_udf_defined_in_a_function() -> None:
+    # Under `from __future__ import annotations` (this module) the annotations are
+    # strings; `pa` below is local to this function, so they cannot be evaluated.
+    def define():
+        import pyarrow as pa
+
+        @geneva.udf(data_type=pa.float64())
+        def xy(x: pa.Array, y: pa.Array) -> pa.Array:
+            return pc.multiply(x, y)
+
+        @geneva.udf(data_type=pa.float64())
+        def whole(batch: pa.RecordBatch) -> pa.Array:
+            return batch["x"]
+
+        return xy, whole
+
+    xy, whole = define()
+    assert xy.kind == "array" and whole.kind == "recordbatch"
