@@ -1,5 +1,7 @@
 """Type stubs for geneva's Rust extension module (src/py/)."""
 
+import pyarrow as pa
+
 __version__: str
 
 class HostPlatform:
@@ -37,3 +39,63 @@ class HostPlatform:
 
 def host_platform() -> HostPlatform:
     """Probe this machine (Rust) and interpreter (``sys``, ``sysconfig``)."""
+
+# -- tables (src/py/table.rs) ---------------------------------------------------------
+def table_create(uri: str, data: pa.RecordBatchReader, overwrite: bool) -> int:
+    """Write a new table (or replace its rows when ``overwrite``); returns the version."""
+
+def table_append(uri: str, data: pa.RecordBatchReader) -> int:
+    """Append rows; returns the new version."""
+
+def table_info(uri: str, version: int | None = None) -> tuple[int, pa.Schema]:
+    """(version, schema) of the table."""
+
+def table_count_rows(uri: str, filter: str | None = None, version: int | None = None) -> int: ...
+def table_scan(
+    uri: str,
+    columns: list[str] | None = None,
+    filter: str | None = None,
+    limit: int | None = None,
+    version: int | None = None,
+) -> pa.RecordBatchReader: ...
+def table_add_null_columns(uri: str, schema: pa.Schema) -> int:
+    """Declare all-null columns; returns the new version."""
+
+def table_update_field_metadata(uri: str, column: str, values: dict[str, str]) -> int: ...
+
+# -- backfill steps (src/py/backfill.rs) ----------------------------------------------------
+
+class BackfillPlan:
+    """The rows a backfill must compute, at one pinned table version."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def rows(self) -> int:
+        """Rows that need a value."""
+    @property
+    def table_rows(self) -> int: ...
+    @property
+    def checkpoint_root(self) -> str: ...
+    def fragments(self) -> list[tuple[int, int, str]]:
+        """(fragment id, rows with work, input digest) per fragment with work."""
+    def without_fragments(self, fragment_ids: list[int]) -> BackfillPlan: ...
+    def tasks(self, checkpoint_size: int, task_size: int) -> list[dict]:
+        """Dicts with fragment_id, rows, offsets (pa.UInt32Array), batches [(start, end, checkpoint uri)]."""
+    def fragment_checkpoints(self, checkpoint_size: int) -> list[tuple[int, list[str]]]: ...
+
+def plan_backfill(
+    uri: str,
+    column: str,
+    job_key: str,
+    input_columns: list[str],
+    filter: str | None = None,
+    version: int | None = None,
+) -> BackfillPlan: ...
+def read_rows(uri: str, version: int, fragment_id: int, offsets: pa.Array, columns: list[str]) -> pa.RecordBatch:
+    """The input columns of the rows at physical ``offsets`` of one fragment."""
+
+def checkpoint_write(uri: str, offsets: pa.Array, values: pa.Array) -> None: ...
+def checkpoint_exists(uri: str) -> bool: ...
+def commit_fragments(uri: str, version: int, column: str, fragments: list[tuple[int, list[str]]]) -> int:
+    """Commit whole fragments from their checkpoints as one DataReplacement; returns the new version."""
