@@ -99,3 +99,11 @@ def checkpoint_write(uri: str, offsets: pa.Array, values: pa.Array) -> None: ...
 def checkpoint_exists(uri: str) -> bool: ...
 def commit_fragments(uri: str, version: int, column: str, fragments: list[tuple[int, list[str]]]) -> int:
     """Commit whole fragments from their checkpoints as one DataReplacement; returns the new version."""
+
+# -- environment verdicts (src/py/package.rs) --------------------------------------------------
+
+def check_environment(target: str, site_packages: list[str]) -> list[dict[str, str]]:
+    """name, version, verdict (ship / pin / block) and reason per installed distribution."""
+
+def parse_target(target: str) -> tuple[str, str]:
+    """(target name, Python "major.minor"); raises InvalidInputError naming the accepted forms."""

@@ -2,13 +2,17 @@
 //! architecture, libc, the Python interpreter, and the ordered wheel tags they
 //! support. Plain Rust; the interpreter facts are handed in by `crate::py`.
 
+mod binary;
 mod machine;
 mod python;
 mod tags;
+mod target;
 
+pub use binary::{BinaryFormat, BinaryInfo, describe as describe_binary, incompatibility, inspect as inspect_binary};
 pub use machine::{Libc, LibcFamily, Os, PlatformFacts};
 pub use python::{PythonFacts, PythonVersion};
 pub use tags::supported_tags;
+pub use target::{TargetError, TargetPlatform};
 
 use serde::Serialize;
 

@@ -7,7 +7,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 /// Raises `geneva.exceptions.<class_name>(message)`.
-fn geneva_error(class_name: &str, message: String) -> PyErr {
+pub(crate) fn geneva_error(class_name: &str, message: String) -> PyErr {
     Python::attach(|py| {
         let class = py.import("geneva.exceptions").and_then(|m| m.getattr(class_name));
         match class.and_then(|c| c.call1((message.clone(),))) {

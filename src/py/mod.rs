@@ -3,6 +3,7 @@
 
 mod backfill;
 mod errors;
+mod package;
 mod platform;
 mod table;
 
@@ -16,6 +17,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     platform::register(m)?;
     table::register(m)?;
     backfill::register(m)?;
+    package::register(m)?;
     Ok(())
 }
 

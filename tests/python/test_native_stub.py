@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 
 from conftest import REPO
-
 from geneva import _native
 
 

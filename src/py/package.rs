@@ -1,0 +1,61 @@
+//! `geneva._native.check_environment`: platform verdicts for installed distributions.
+
+use super::errors::geneva_error;
+use crate::package::{self, PackageError};
+use crate::platform::TargetPlatform;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+
+fn package_error(err: PackageError) -> PyErr {
+    let class = match err {
+        PackageError::Target(_) | PackageError::NotSitePackages(_) => "InvalidInputError",
+        PackageError::Io { .. } => "GenevaError",
+    };
+    geneva_error(class, err.to_string())
+}
+
+/// One dict per distribution in `site_packages` (in order, then by name):
+/// name, version, verdict (ship / pin / block), reason.
+#[pyfunction]
+fn check_environment<'py>(
+    py: Python<'py>,
+    target: String,
+    site_packages: Vec<PathBuf>,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let target = TargetPlatform::parse(&target).map_err(|e| package_error(e.into()))?;
+    let verdicts = py.detach(|| -> Result<Vec<_>, PackageError> {
+        let mut out = Vec::new();
+        for dir in &site_packages {
+            for dist in package::scan_site_packages(dir)? {
+                out.push(package::check(&dist, &target));
+            }
+        }
+        Ok(out)
+    });
+    let verdicts = verdicts.map_err(package_error)?;
+    verdicts
+        .into_iter()
+        .map(|v| {
+            let d = PyDict::new(py);
+            d.set_item("name", v.name)?;
+            d.set_item("version", v.version)?;
+            d.set_item("verdict", serde_json::to_value(v.verdict).ok().and_then(|x| x.as_str().map(str::to_owned)))?;
+            d.set_item("reason", v.reason)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// (target name, Python "major.minor") of a target string; raises on a bad one.
+#[pyfunction]
+fn parse_target(target: String) -> PyResult<(String, String)> {
+    let t = TargetPlatform::parse(&target).map_err(|e| package_error(e.into()))?;
+    Ok((t.name, format!("{}.{}", t.python.version.major, t.python.version.minor)))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(check_environment, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_target, m)?)?;
+    Ok(())
+}
