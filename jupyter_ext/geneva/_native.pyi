@@ -107,3 +107,9 @@ def check_environment(target: str, site_packages: list[str]) -> list[dict[str, s
 
 def parse_target(target: str) -> tuple[str, str]:
     """(target name, Python "major.minor"); raises InvalidInputError naming the accepted forms."""
+
+def pack_environment(request: str) -> str:
+    """Pack layers from a JSON request (see geneva.package.pack); returns the manifest JSON."""
+
+def extract_layer(zip_path: str, cache_dir: str) -> str:
+    """Extract a layer zip once into cache_dir (file lock; refuses entries escaping it); returns the folder."""

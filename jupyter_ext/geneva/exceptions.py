@@ -34,6 +34,10 @@ class FilterTypeError(InvalidInputError):
     """A `where` filter that compares values of different types (``name > 5`` on a string column)."""
 
 
+class BlockedPackageError(GenevaError):
+    """A distribution can neither ship to the cluster nor be installed there; the message says which and why."""
+
+
 class StorageError(GenevaError):
     """Lance or Arrow failed reading or writing the table."""
 

@@ -11,6 +11,8 @@ version).
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import sysconfig
 from collections import Counter
@@ -91,3 +93,75 @@ def check(target: str, site_packages: list[str | Path] | None = None) -> Verdict
     name, python = _native.parse_target(target)
     dirs = [str(p) for p in (site_packages or default_site_packages())]
     return VerdictTable(name, python, _native.check_environment(target, dirs))
+
+
+DEFAULT_SHARD_BYTES = 128 << 20
+
+
+def cache_dir() -> Path:
+    """Where layers are built and the stat cache is kept."""
+    return Path(os.environ.get("GENEVA_CACHE_DIR", Path.home() / ".cache" / "geneva"))
+
+
+def workspace_roots(cwd: Path | None = None) -> list[tuple[str, Path]]:
+    """The working folder, plus local source folders installed in editable mode."""
+    cwd = (cwd or Path.cwd()).resolve()
+    roots = [("workspace", cwd)]
+    for site in default_site_packages():
+        for direct in site.glob("*.dist-info/direct_url.json"):
+            try:
+                info = json.loads(direct.read_text())
+            except (OSError, ValueError):
+                continue
+            url = info.get("url", "")
+            if info.get("dir_info", {}).get("editable") and url.startswith("file://"):
+                folder = Path(url.removeprefix("file://")).resolve()
+                inside = any(folder == r or folder.is_relative_to(r) or r.is_relative_to(folder) for _, r in roots)
+                if folder.is_dir() and not inside:
+                    roots.append((f"source-{folder.name}", folder))
+    return roots
+
+
+def pack(
+    upload_dir: str | Path | None = None,
+    target: str | None = None,
+    skip_site_packages: bool = False,
+    workspace: list[tuple[str, Path]] | None = None,
+    site_packages: list[str | Path] | None = None,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    max_total_bytes: int | None = None,
+) -> dict:
+    """Zip the environment into content-addressed layers and upload what is new.
+
+    Returns the manifest: layers (digest, shards with URIs), pins for the
+    cluster to install (when ``target`` is given, distributions that do not
+    run there are pinned instead of shipped), secrets left out, bytes hashed
+    and uploaded. ``upload_dir`` defaults to the ``uploader.upload_dir`` setting.
+    """
+    from geneva import config
+
+    upload = upload_dir if upload_dir is not None else config.get("uploader.upload_dir")
+    if upload is not None:
+        upload = str(upload).removeprefix("file://")
+        if "://" in upload:
+            from geneva.exceptions import InvalidInputError
+
+            raise InvalidInputError(
+                f"upload_dir {upload!r}: only local or mounted folders are supported in this version "
+                "(s3://, gs:// and az:// are not yet)"
+            )
+    request = {
+        "workspace": [[name, str(path)] for name, path in (workspace or workspace_roots())],
+        "site_packages": [] if skip_site_packages else [str(p) for p in (site_packages or default_site_packages())],
+        "target": target,
+        "cache_dir": str(cache_dir()),
+        "upload_dir": upload,
+        "shard_bytes": shard_bytes,
+        "max_total_bytes": max_total_bytes,
+    }
+    return json.loads(_native.pack_environment(json.dumps(request)))
+
+
+def extract_layer(zip_path: str | Path, cache: str | Path | None = None) -> Path:
+    """Worker side: a layer zip extracted once per node (cached by content hash)."""
+    return Path(_native.extract_layer(str(zip_path), str(cache or cache_dir() / "extracted")))

@@ -3,6 +3,9 @@
 //! and which can do neither.
 
 pub mod dist;
+pub mod layer;
+pub mod pack;
+pub mod shards;
 pub mod verdict;
 
 pub use dist::{Distribution, scan_site_packages};
@@ -20,4 +23,10 @@ pub enum PackageError {
     Target(#[from] crate::platform::TargetError),
     #[error("{0} is not a directory of installed packages (site-packages)")]
     NotSitePackages(String),
+    #[error("cannot ship to the cluster:\n  {0}")]
+    Blocked(String),
+    #[error("the environment holds {total}, over the {cap} cap (max_total_bytes); biggest files: {biggest}")]
+    TooBig { total: String, cap: String, biggest: String },
+    #[error("refusing {zip}: entry {entry:?} would be written outside the extraction folder")]
+    UnsafeEntry { zip: String, entry: String },
 }

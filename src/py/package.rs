@@ -9,8 +9,9 @@ use std::path::PathBuf;
 
 fn package_error(err: PackageError) -> PyErr {
     let class = match err {
-        PackageError::Target(_) | PackageError::NotSitePackages(_) => "InvalidInputError",
-        PackageError::Io { .. } => "GenevaError",
+        PackageError::Target(_) | PackageError::NotSitePackages(_) | PackageError::TooBig { .. } => "InvalidInputError",
+        PackageError::Blocked(_) => "BlockedPackageError",
+        PackageError::Io { .. } | PackageError::UnsafeEntry { .. } => "GenevaError",
     };
     geneva_error(class, err.to_string())
 }
@@ -54,8 +55,26 @@ fn parse_target(target: String) -> PyResult<(String, String)> {
     Ok((t.name, format!("{}.{}", t.python.version.major, t.python.version.minor)))
 }
 
+/// Packs the environment described by `request` (JSON of `PackRequest`); returns the manifest as JSON.
+#[pyfunction]
+fn pack_environment(py: Python<'_>, request: String) -> PyResult<String> {
+    let req: package::pack::PackRequest =
+        serde_json::from_str(&request).map_err(|e| geneva_error("InvalidInputError", format!("pack request: {e}")))?;
+    let manifest = py.detach(|| package::pack::pack(&req)).map_err(package_error)?;
+    serde_json::to_string(&manifest).map_err(|e| geneva_error("GenevaError", e.to_string()))
+}
+
+/// Extracts a layer zip once per node into `cache_dir`; returns the folder.
+#[pyfunction]
+fn extract_layer(py: Python<'_>, zip_path: PathBuf, cache_dir: PathBuf) -> PyResult<String> {
+    let dir = py.detach(|| package::shards::extract(&zip_path, &cache_dir)).map_err(package_error)?;
+    Ok(dir.display().to_string())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_environment, m)?)?;
     m.add_function(wrap_pyfunction!(parse_target, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_environment, m)?)?;
+    m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     Ok(())
 }

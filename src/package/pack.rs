@@ -1,0 +1,188 @@
+//! Packing the environment: verdicts (when a target is known), one layer per
+//! root, content-addressed shards, upload, and the manifest the workers use.
+
+use super::layer::{self, LayerOptions, StatCache};
+use super::{PackageError, Verdict, check, scan_site_packages, shards};
+use crate::platform::TargetPlatform;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PackRequest {
+    /// (layer name, folder): the workspace and local source folders; .gitignore applies.
+    pub workspace: Vec<(String, PathBuf)>,
+    /// site-packages folders (empty with skip_site_packages).
+    pub site_packages: Vec<PathBuf>,
+    pub target: Option<String>,
+    /// Local cache: stat cache and built shards.
+    pub cache_dir: PathBuf,
+    /// Where workers fetch shards from (a local or shared folder).
+    pub upload_dir: Option<PathBuf>,
+    pub shard_bytes: u64,
+    pub max_total_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardInfo {
+    pub name: String,
+    pub digest: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub uri: String,
+    pub written: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerInfo {
+    pub name: String,
+    pub root: String,
+    pub digest: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub shards: Vec<ShardInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// Names the whole environment: the layer digests and the pins.
+    pub digest: String,
+    pub target: Option<String>,
+    pub layers: Vec<LayerInfo>,
+    pub pins: Vec<String>,
+    pub secrets_left_out: Vec<String>,
+    pub large_files: Vec<(String, u64)>,
+    pub bytes_hashed: u64,
+    pub bytes_uploaded: u64,
+}
+
+pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
+    let target = req.target.as_deref().map(TargetPlatform::parse).transpose()?;
+    let mut pins = Vec::new();
+    let mut site_excludes: Vec<Vec<String>> = vec![Vec::new(); req.site_packages.len()];
+    if let Some(target) = &target {
+        let mut blocked = Vec::new();
+        for (i, dir) in req.site_packages.iter().enumerate() {
+            for dist in scan_site_packages(dir)? {
+                let verdict = check(&dist, target);
+                match verdict.verdict {
+                    Verdict::Ship => {}
+                    Verdict::Pin => {
+                        pins.push(format!("{}=={}", dist.name, dist.version));
+                        site_excludes[i].extend(dist.files.iter().map(|f| f.to_string_lossy().into_owned()));
+                    }
+                    Verdict::Block => blocked.push(format!("{} {}: {}", verdict.name, verdict.version, verdict.reason)),
+                }
+            }
+        }
+        if !blocked.is_empty() {
+            return Err(PackageError::Blocked(blocked.join("\n  ")));
+        }
+    }
+
+    let mut cache = StatCache::load(&req.cache_dir.join("statcache.json"));
+    // geneva's own output folders never ship, wherever they are.
+    let own: Vec<&PathBuf> = [Some(&req.cache_dir), req.upload_dir.as_ref()].into_iter().flatten().collect();
+    let mut roots: Vec<(String, PathBuf, LayerOptions)> = req
+        .workspace
+        .iter()
+        .map(|(name, root)| {
+            let exclude = own
+                .iter()
+                .filter_map(|dir| dir.strip_prefix(root).ok())
+                .map(|rel| rel.to_string_lossy().into_owned())
+                .filter(|rel| !rel.is_empty())
+                .collect();
+            (name.clone(), root.clone(), LayerOptions { exclude, ..Default::default() })
+        })
+        .collect();
+    for (i, dir) in req.site_packages.iter().enumerate() {
+        let name = if i == 0 { "site-packages".to_owned() } else { format!("site-packages-{}", i + 1) };
+        let options =
+            LayerOptions { gitignore: false, exclude: std::mem::take(&mut site_excludes[i]), ..Default::default() };
+        roots.push((name, dir.clone(), options));
+    }
+
+    let mut scans = Vec::new();
+    let (mut secrets, mut large, mut hashed) = (Vec::new(), Vec::new(), 0u64);
+    for (name, root, options) in &roots {
+        let scan = layer::scan(root, options, &mut cache)?;
+        secrets.extend(scan.secrets_left_out.iter().map(|p| format!("{name}/{p}")));
+        large.extend(scan.large_files.iter().map(|(p, s)| (format!("{name}/{p}"), *s)));
+        hashed += scan.bytes_hashed;
+        scans.push((name.clone(), root.clone(), scan));
+    }
+    cache.save().map_err(|source| PackageError::Io { path: req.cache_dir.display().to_string(), source })?;
+
+    let total: u64 = scans.iter().map(|(_, _, s)| s.bytes).sum();
+    if let Some(cap) = req.max_total_bytes
+        && total > cap
+    {
+        let mut all: Vec<(String, u64)> = scans
+            .iter()
+            .flat_map(|(name, _, s)| s.files.iter().map(move |f| (format!("{name}/{}", f.path), f.size)))
+            .collect();
+        all.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+        let biggest = all.iter().take(5).map(|(p, s)| format!("{p} ({})", human(*s))).collect::<Vec<_>>().join(", ");
+        return Err(PackageError::TooBig { total: human(total), cap: human(cap), biggest });
+    }
+
+    let built_dir = req.cache_dir.join("layers");
+    let mut layers = Vec::new();
+    let mut uploaded = 0;
+    let mut env = blake3::Hasher::new();
+    for (name, root, scan) in &scans {
+        let built = shards::build(name, &scan.files, req.shard_bytes, &built_dir)?;
+        if let Some(dest) = &req.upload_dir {
+            uploaded += shards::upload(&built, dest)?;
+        }
+        let base = req.upload_dir.as_ref().unwrap_or(&built_dir);
+        let digest = layer::digest(&scan.files);
+        env.update(format!("{name}:{digest}\n").as_bytes());
+        layers.push(LayerInfo {
+            name: name.clone(),
+            root: root.display().to_string(),
+            digest,
+            files: scan.files.len(),
+            bytes: scan.bytes,
+            shards: built
+                .iter()
+                .map(|s| ShardInfo {
+                    name: s.name.clone(),
+                    digest: s.digest.clone(),
+                    files: s.files,
+                    bytes: s.bytes,
+                    uri: base.join(&s.name).display().to_string(),
+                    written: s.written,
+                })
+                .collect(),
+        });
+    }
+    for pin in &pins {
+        env.update(format!("pin:{pin}\n").as_bytes());
+    }
+    Ok(Manifest {
+        digest: env.finalize().to_hex()[..32].to_owned(),
+        target: target.map(|t| t.name),
+        layers,
+        pins,
+        secrets_left_out: secrets,
+        large_files: large,
+        bytes_hashed: hashed,
+        bytes_uploaded: uploaded,
+    })
+}
+
+/// `1.5 MiB`, `200.0 KiB`, `12 B`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

@@ -1,0 +1,156 @@
+//! Deterministic zip shards of a layer (sorted entries, fixed timestamps, so
+//! the same content gives the same bytes and the same name), their upload to
+//! a shared folder (write then rename: a crash never leaves a partial zip
+//! under its final name), and extraction on a worker (once per node, under a
+//! file lock, refusing entries that would land outside the target).
+
+use super::PackageError;
+use super::layer::{LayerFile, digest};
+use rayon::prelude::*;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use zip::write::SimpleFileOptions;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// `<layer>-<digest>.zip`
+    pub name: String,
+    pub digest: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub path: PathBuf,
+    /// False when a zip of this content already existed.
+    pub written: bool,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io { path: path.display().to_string(), source }
+}
+
+/// Splits `files` (sorted) into shards of about `shard_bytes` and writes the
+/// zips that do not exist yet into `out_dir`, compressing shards in parallel.
+pub fn build(layer: &str, files: &[LayerFile], shard_bytes: u64, out_dir: &Path) -> Result<Vec<Shard>, PackageError> {
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let mut groups: Vec<&[LayerFile]> = Vec::new();
+    let (mut start, mut size) = (0usize, 0u64);
+    for (i, f) in files.iter().enumerate() {
+        if size > 0 && size + f.size > shard_bytes {
+            groups.push(&files[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += f.size;
+    }
+    if start < files.len() || files.is_empty() {
+        groups.push(&files[start..]);
+    }
+    groups
+        .par_iter()
+        .map(|group| {
+            let digest = digest(group);
+            let name = format!("{layer}-{digest}.zip");
+            let path = out_dir.join(&name);
+            let written = !path.exists();
+            if written {
+                write_zip(group, &path)?;
+            }
+            let bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
+            Ok(Shard { name, digest, files: group.len(), bytes, path, written })
+        })
+        .collect()
+}
+
+fn write_zip(files: &[LayerFile], path: &Path) -> Result<(), PackageError> {
+    let tmp = path.with_extension(format!("zip.tmp-{}", std::process::id()));
+    let out = File::create(&tmp).map_err(io(&tmp))?;
+    let mut zip = zip::ZipWriter::new(BufWriter::new(out));
+    for f in files {
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(3))
+            .last_modified_time(zip::DateTime::default())
+            .unix_permissions(if f.executable { 0o755 } else { 0o644 })
+            .large_file(f.size >= u64::from(u32::MAX));
+        zip.start_file(f.path.as_str(), options)
+            .map_err(|e| PackageError::Io { path: f.path.clone(), source: e.into() })?;
+        let mut input = File::open(&f.abs).map_err(io(&f.abs))?;
+        std::io::copy(&mut input, &mut zip).map_err(io(&f.abs))?;
+    }
+    let mut inner = zip.finish().map_err(|e| PackageError::Io { path: tmp.display().to_string(), source: e.into() })?;
+    inner.flush().map_err(io(&tmp))?;
+    inner.into_inner().map_err(|e| io(&tmp)(e.into_error()))?.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Copies each shard into `dest` unless a file of that name is there already
+/// (names are content hashes). Returns the bytes written.
+pub fn upload(shards: &[Shard], dest: &Path) -> Result<u64, PackageError> {
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    let mut written = 0;
+    for shard in shards {
+        let target = dest.join(&shard.name);
+        if target.exists() {
+            continue;
+        }
+        let tmp = dest.join(format!(".{}.tmp-{}", shard.name, std::process::id()));
+        std::fs::copy(&shard.path, &tmp).map_err(io(&tmp))?;
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &target).map_err(io(&target))?;
+        written += shard.bytes;
+    }
+    Ok(written)
+}
+
+/// Extracts `zip_path` once into `cache_dir/<zip stem>` and returns that
+/// folder. Concurrent callers on one node wait on a lock; an entry with `..`
+/// or an absolute path fails the whole extraction.
+pub fn extract(zip_path: &Path, cache_dir: &Path) -> Result<PathBuf, PackageError> {
+    let stem = zip_path.file_stem().and_then(|s| s.to_str()).unwrap_or("layer");
+    let target = cache_dir.join(stem);
+    let done = cache_dir.join(format!("{stem}.complete"));
+    if done.exists() {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(cache_dir).map_err(io(cache_dir))?;
+    let lock_path = cache_dir.join(format!("{stem}.lock"));
+    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+    if done.exists() {
+        return Ok(target);
+    }
+    let tmp = cache_dir.join(format!("{stem}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let file = File::open(zip_path).map_err(io(zip_path))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| PackageError::Io { path: zip_path.display().to_string(), source: e.into() })?;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| PackageError::Io { path: zip_path.display().to_string(), source: e.into() })?;
+        let Some(relative) = entry.enclosed_name() else {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(PackageError::UnsafeEntry {
+                zip: zip_path.display().to_string(),
+                entry: entry.name().map(|n| n.into_owned()).unwrap_or_default(),
+            });
+        };
+        let out = tmp.join(relative);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&out).map_err(io(&out))?;
+            continue;
+        }
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let mut writer = File::create(&out).map_err(io(&out))?;
+        std::io::copy(&mut entry, &mut writer).map_err(io(&out))?;
+        if let Some(mode) = entry.unix_mode() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode & 0o777)).map_err(io(&out))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    File::create(&done).map_err(io(&done))?;
+    Ok(target)
+}

@@ -1,0 +1,210 @@
+"""Packing the environment into content-addressed layers: real files, real zips, a real killed writer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import geneva.package
+import pytest
+from conftest import run_geneva
+from geneva.exceptions import GenevaError, InvalidInputError
+from test_package import NATIVE, PURE, installed
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A workspace with code, data, ignored files and secrets; a small site-packages; a fresh cache."""
+    ws = tmp_path / "ws"
+    (ws / "pkg").mkdir(parents=True)
+    (ws / "pkg" / "__init__.py").write_text("X = 1\n")
+    (ws / "pkg" / "model.py").write_text("def f():\n    return 2\n")
+    (ws / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (ws / "run.sh").chmod(0o755)
+    (ws / ".gitignore").write_text("scratch/\n*.log\n")
+    (ws / "scratch").mkdir()
+    (ws / "scratch" / "big.bin").write_bytes(b"x" * 1000)
+    (ws / "debug.log").write_text("noise")
+    (ws / ".env").write_text("TOKEN=secret")
+    (ws / "server.pem").write_text("-----BEGIN-----")
+    (ws / "__pycache__").mkdir()
+    (ws / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    (ws / "venv").mkdir()
+    (ws / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    (ws / "data.lance").mkdir()
+    (ws / "data.lance" / "f.bin").write_bytes(b"lance")
+    monkeypatch.setenv("GENEVA_CACHE_DIR", str(tmp_path / "cache"))
+    site = installed(None, PURE)
+    return {"ws": ws, "site": site, "up": tmp_path / "up", "tmp": tmp_path}
+
+
+def pack(env, **kwargs):
+    return geneva.package.pack(
+        upload_dir=env["up"], workspace=[("workspace", env["ws"])], site_packages=[env["site"]], **kwargs
+    )
+
+
+def layer(manifest, name):
+    (found,) = [layer for layer in manifest["layers"] if layer["name"] == name]
+    return found
+
+
+def test_workspace_layer_round_trips_byte_identical(env) -> None:
+    manifest = pack(env)
+    ws = layer(manifest, "workspace")
+    assert ws["files"] == 4
+    extracted = geneva.package.extract_layer(ws["shards"][0]["uri"], env["tmp"] / "extract")
+    shipped = sorted(str(p.relative_to(extracted)) for p in extracted.rglob("*") if p.is_file())
+    # Not: gitignored files, secrets, __pycache__, a virtualenv, a Lance dataset.
+    assert shipped == [".gitignore", "pkg/__init__.py", "pkg/model.py", "run.sh"]
+    for rel in shipped:
+        assert (extracted / rel).read_bytes() == (env["ws"] / rel).read_bytes()
+    assert os.access(extracted / "run.sh", os.X_OK)
+    assert sorted(manifest["secrets_left_out"]) == ["workspace/.env", "workspace/server.pem"]
+
+
+def test_layers_are_deterministic_and_content_addressed(env, monkeypatch) -> None:
+    first = pack(env)
+    # A cold rebuild elsewhere gives the same names and the same bytes.
+    monkeypatch.setenv("GENEVA_CACHE_DIR", str(env["tmp"] / "cache2"))
+    env2 = {**env, "up": env["tmp"] / "up2"}
+    second = pack(env2)
+    assert first["digest"] == second["digest"]
+    for a, b in zip(first["layers"], second["layers"], strict=True):
+        for sa, sb in zip(a["shards"], b["shards"], strict=True):
+            assert sa["name"] == sb["name"]
+            assert (
+                hashlib.sha256(Path(sa["uri"]).read_bytes()).digest()
+                == hashlib.sha256(Path(sb["uri"]).read_bytes()).digest()
+            )
+
+
+def test_unchanged_env_uploads_nothing_and_reads_nothing(env) -> None:
+    first = pack(env)
+    assert first["bytes_uploaded"] > 0 and first["bytes_hashed"] > 0
+    again = pack(env)
+    assert again["digest"] == first["digest"]
+    assert (again["bytes_uploaded"], again["bytes_hashed"]) == (0, 0)
+    assert not any(s["written"] for layer in again["layers"] for s in layer["shards"])
+
+
+def test_editing_one_workspace_file_reuploads_only_the_workspace_layer(env) -> None:
+    first = pack(env)
+    (env["ws"] / "pkg" / "model.py").write_text("def f():\n    return 3\n")
+    second = pack(env)
+    assert second["digest"] != first["digest"]
+    assert layer(second, "workspace")["digest"] != layer(first, "workspace")["digest"]
+    assert layer(second, "site-packages")["digest"] == layer(first, "site-packages")["digest"]
+    assert not any(s["written"] for s in layer(second, "site-packages")["shards"])
+    workspace_bytes = sum(s["bytes"] for s in layer(second, "workspace")["shards"])
+    assert second["bytes_uploaded"] == workspace_bytes
+
+
+def test_zip_slip_entries_are_refused(tmp_path) -> None:
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("ok.txt", "fine")
+        z.writestr("../escaped.txt", "bad")
+    with pytest.raises(GenevaError, match=r"\.\./escaped\.txt"):
+        geneva.package.extract_layer(evil, tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "out" / "evil").exists()
+
+
+def test_size_cap_names_the_biggest_files(env) -> None:
+    (env["ws"] / "weights.bin").write_bytes(os.urandom(2 << 20))
+    with pytest.raises(
+        InvalidInputError, match=r"over the 1\.0 MiB cap .*; biggest files: workspace/weights\.bin \(2\.0 MiB\)"
+    ):
+        pack(env, max_total_bytes=1 << 20)
+
+
+def test_target_pins_what_does_not_run_there(env) -> None:
+    native_site = installed("macosx_11_0_arm64", NATIVE)
+    manifest = geneva.package.pack(
+        upload_dir=env["up"],
+        workspace=[("workspace", env["ws"])],
+        site_packages=[native_site],
+        target="manylinux_2_28_x86_64-cp311",
+    )
+    assert manifest["pins"] == ["MarkupSafe==3.0.3"]
+    assert layer(manifest, "site-packages")["files"] == 0  # its files stay behind
+
+
+def test_remote_upload_dirs_are_refused_clearly(env) -> None:
+    with pytest.raises(InvalidInputError, match="only local or mounted folders"):
+        pack({**env, "up": "s3://bucket/zips"})
+
+
+KILLED_WRITER = """
+import sys, geneva.package
+geneva.package.pack(upload_dir=sys.argv[2], workspace=[("workspace", sys.argv[1])], skip_site_packages=True)
+"""
+
+
+def test_killed_writer_leaves_no_file_under_a_final_name(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "blob.bin").write_bytes(os.urandom(192 << 20))
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(ws), str(tmp_path / "up")],
+        env={**os.environ, "GENEVA_CACHE_DIR": str(cache)},
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((cache / "layers").glob("*.tmp-*")):
+        assert proc.poll() is None, "the writer finished before it could be killed"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finals = list((cache / "layers").glob("*.zip")) + list((tmp_path / "up").glob("*.zip"))
+    assert finals == [], finals
+    # The next run finishes the job.
+    env = {"ws": ws, "up": tmp_path / "up"}
+    os.environ["GENEVA_CACHE_DIR"] = str(cache)
+    try:
+        manifest = geneva.package.pack(upload_dir=env["up"], workspace=[("workspace", ws)], skip_site_packages=True)
+    finally:
+        del os.environ["GENEVA_CACHE_DIR"]
+    (shard,) = layer(manifest, "workspace")["shards"]
+    with zipfile.ZipFile(shard["uri"]) as z:
+        assert z.testzip() is None
+
+
+def test_cli_pack_json(env) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geneva",
+            "env",
+            "pack",
+            "--upload-dir",
+            str(env["up"]),
+            "--skip-site-packages",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=env["ws"],
+        env={**os.environ, "GENEVA_CACHE_DIR": str(env["tmp"] / "cache")},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert layer(manifest, "workspace")["root"] == str(env["ws"])
+    assert manifest["bytes_uploaded"] > 0
+
+
+def test_cli_pack_bad_target_exits_2() -> None:
+    result = run_geneva("env", "pack", "--target", "nonsense", "--skip-site-packages")
+    assert result.returncode == 2
+    assert "PLATFORM-PYTHON" in result.stderr
