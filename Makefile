@@ -60,9 +60,11 @@ fmt: setup ## Format Rust and Python sources
 	$(VPY) -m ruff format .
 	$(VPY) -m ruff check --fix .
 
-bench: develop ## Benchmarks (bench/): ratios against baselines run in the same script
+bench: setup ## Benchmarks (bench/) on a release build (~35 min to build the first time): ratios against baselines
+	$(VPY) -m maturin develop --release --quiet
 	$(VPY) bench/load_ext.py
 	$(VPY) bench/backfill.py
+	$(VPY) bench/pack.py
 
 clean: ## Remove .venv and build outputs (keeps the shared cargo cache)
 	rm -rf $(VENV) build

@@ -151,8 +151,10 @@ def pack(
                 "(s3://, gs:// and az:// are not yet)"
             )
     request = {
-        "workspace": [[name, str(path)] for name, path in (workspace or workspace_roots())],
-        "site_packages": [] if skip_site_packages else [str(p) for p in (site_packages or default_site_packages())],
+        "workspace": [[name, str(path)] for name, path in (workspace if workspace is not None else workspace_roots())],
+        "site_packages": []
+        if skip_site_packages
+        else [str(p) for p in (site_packages if site_packages is not None else default_site_packages())],
         "target": target,
         "cache_dir": str(cache_dir()),
         "upload_dir": upload,

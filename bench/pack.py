@@ -1,0 +1,96 @@
+"""Packaging benchmark: this geneva's packer against geneva 0.17's WorkspaceZipper
+(the seed system, from the backfill bench's virtualenv) on the same
+site-packages folder, cold and warm, in one run.
+
+    .venv/bin/python bench/pack.py [--dir SITE_PACKAGES]
+
+Default folder: this project's .venv site-packages. Prints files, bytes,
+seconds and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+from backfill import seed_python
+
+SEED_JOB = r"""
+import json, sys, time
+from pathlib import Path
+from geneva.packager.zip import WorkspaceZipper
+site, out = Path(sys.argv[1]), Path(sys.argv[2])
+runs = []
+for _ in range(2):
+    t = time.perf_counter()
+    zips, checksum = WorkspaceZipper(path=site, output_dir=out).zip()
+    runs.append(time.perf_counter() - t)
+size = sum(p.stat().st_size for p in out.rglob("*.zip"))
+print(json.dumps({"cold_s": runs[0], "warm_s": runs[1], "zip_bytes": size}))
+"""
+
+
+def ours(site: Path, work: Path) -> dict:
+    import geneva.package
+
+    os.environ["GENEVA_CACHE_DIR"] = str(work / "cache")
+    runs = []
+    manifests = []
+    for _ in range(2):
+        started = time.perf_counter()
+        manifests.append(
+            geneva.package.pack(upload_dir=work / "up", workspace=[], site_packages=[site], shard_bytes=128 << 20)
+        )
+        runs.append(time.perf_counter() - started)
+    (layer,) = manifests[0]["layers"]
+    return {
+        "cold_s": runs[0],
+        "warm_s": runs[1],
+        "files": layer["files"],
+        "bytes": layer["bytes"],
+        "zip_bytes": sum(s["bytes"] for s in layer["shards"]),
+        "warm_bytes_written": manifests[1]["bytes_uploaded"],
+        "warm_bytes_hashed": manifests[1]["bytes_hashed"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path(sysconfig.get_paths()["purelib"]))
+    args = parser.parse_args()
+    site = args.dir.resolve()
+    with tempfile.TemporaryDirectory(prefix="geneva-pack-bench-") as tmp:
+        work = Path(tmp)
+        mine = ours(site, work / "ours")
+        seed_out = subprocess.run(
+            [str(seed_python()), "-c", SEED_JOB, str(site), str(work / "seed")],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=site,
+            env={**os.environ, "PYTHONPATH": str(site.parent)},
+        )
+        lines = [line for line in seed_out.stdout.splitlines() if line.startswith("{")]
+        seed = json.loads(lines[-1]) if lines else None
+    print(f"site-packages: {site} ({mine['files']:,} files, {mine['bytes'] / 2**20:,.1f} MiB)")
+    print("| measure | geneva | geneva 0.17 | ratio |\n|---|---|---|---|")
+    for key, label in (("cold_s", "cold pack"), ("warm_s", "warm pack (nothing changed)")):
+        theirs = f"{seed[key]:.2f} s | {seed[key] / mine[key]:.1f}x" if seed else "failed | -"
+        print(f"| {label} | {mine[key]:.3f} s | {theirs} |")
+    theirs = f"{seed['zip_bytes'] / 2**20:,.1f} MiB" if seed else "-"
+    print(f"| zip bytes | {mine['zip_bytes'] / 2**20:,.1f} MiB | {theirs} | |")
+    print(f"warm run: {mine['warm_bytes_written']} bytes written, {mine['warm_bytes_hashed']} bytes hashed")
+    if not seed:
+        print(f"seed failed:\n{seed_out.stderr[-2000:]}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
