@@ -60,12 +60,17 @@ pub fn check_filter(filter: &str, columns: &[&str]) -> Result<(), FilterError> {
 /// An "unknown column" error with the closest names in `columns` as hints.
 pub fn unknown_column(filter: &str, column: &str, columns: &[&str]) -> FilterError {
     let suggestions = close_matches(column, columns);
-    let hint = if suggestions.is_empty() {
+    let hint = column_hint(&suggestions, columns);
+    FilterError::UnknownColumn { filter: filter.into(), column: column.into(), hint, suggestions }
+}
+
+/// "; did you mean "x"?" with close matches, else the list of columns.
+pub fn column_hint(suggestions: &[String], columns: &[&str]) -> String {
+    if suggestions.is_empty() {
         format!("; the table's columns are: {}", columns.join(", "))
     } else {
         format!("; did you mean {}?", suggestions.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or "))
-    };
-    FilterError::UnknownColumn { filter: filter.into(), column: column.into(), hint, suggestions }
+    }
 }
 
 /// Names in `candidates` close to `name` (case-insensitive edit distance), best first.

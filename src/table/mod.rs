@@ -48,12 +48,7 @@ impl TableError {
 
     /// "unknown column" with close matches among `columns`.
     pub fn unknown_column(column: &str, columns: &[&str]) -> Self {
-        let suggestions = close_matches(column, columns);
-        let hint = if suggestions.is_empty() {
-            format!("; the table's columns are: {}", columns.join(", "))
-        } else {
-            format!("; did you mean {}?", suggestions.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or "))
-        };
+        let hint = filter::column_hint(&close_matches(column, columns), columns);
         TableError::UnknownColumn { column: column.into(), hint }
     }
 }
