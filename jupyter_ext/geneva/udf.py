@@ -21,9 +21,9 @@ process (load a model in ``__init__``) and then called like the forms above.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -241,10 +241,12 @@ class UDF:
 
         The UdfError raised for a value that does not fit carries its index as ``.row``.
         """
-        for i, value in enumerate(values):
-            problem = _scalar_mismatch(value, self.data_type)
-            if problem:
-                raise _row_error(f"UDF {self.name} returned {value!r}: {problem}", i)
+        check = _mismatch_check(self.data_type)
+        if check is not None:
+            for i, value in enumerate(values):
+                problem = check(value)
+                if problem:
+                    raise _row_error(f"UDF {self.name} returned {value!r}: {problem}", i)
         try:
             return pa.array(values, type=self.data_type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as exc:
@@ -296,21 +298,31 @@ def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
     return (t.is_string(got) and t.is_large_string(want)) or (t.is_large_string(got) and t.is_string(want))
 
 
-def _scalar_mismatch(value: Any, data_type: pa.DataType) -> str | None:
-    """Why a Python value would be changed on the way into ``data_type`` (None: it fits)."""
+@functools.lru_cache(maxsize=64)
+def _mismatch_check(data_type: pa.DataType) -> Callable[[Any], str | None] | None:
+    """For ``data_type``, a test saying why a Python value would be changed on the way in
+    (None: it fits); None when pyarrow's own conversion is already strict. Chosen once
+    per column type, not per row."""
     import numpy as np
 
-    if value is None:
-        return None
     if pa.types.is_integer(data_type):
-        if isinstance(value, (bool, np.bool_)):
-            return f"a bool is not an {data_type}"
-        if isinstance(value, (float, np.floating)):
-            return f"a float is not an {data_type} (the fraction would be lost); return int(...) or change data_type"
-    if pa.types.is_floating(data_type) and isinstance(value, float) and math.isnan(value):
-        return None
-    if pa.types.is_string(data_type) and not isinstance(value, str):
-        return f"{type(value).__name__} is not a string"
+
+        def check_int(value: Any) -> str | None:
+            if isinstance(value, (bool, np.bool_)):
+                return f"a bool is not an {data_type}"
+            if isinstance(value, (float, np.floating)):
+                return (
+                    f"a float is not an {data_type} (the fraction would be lost); return int(...) or change data_type"
+                )
+            return None
+
+        return check_int
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+
+        def check_str(value: Any) -> str | None:
+            return None if value is None or isinstance(value, str) else f"{type(value).__name__} is not a string"
+
+        return check_str
     return None
 
 
