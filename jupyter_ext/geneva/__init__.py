@@ -20,12 +20,14 @@ __all__ = [
     "UDF",
     "BackfillResult",
     "Connection",
+    "ExitMode",
     "Job",
     "Table",
     "__version__",
     "connect",
     "host_platform",
     "load_ipython_extension",
+    "ray_cluster",
     "udf",
     "unload_ipython_extension",
 ]
@@ -40,6 +42,8 @@ _LAZY = {
     "UDF": "geneva.udf",
     "BackfillResult": "geneva.backfill",
     "Job": "geneva.backfill",
+    "ExitMode": "geneva.runners.ray.raycluster",
+    "ray_cluster": "geneva.runners.ray._mgr",
 }
 
 

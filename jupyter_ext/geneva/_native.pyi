@@ -14,6 +14,9 @@ class HostPlatform:
     def os_version(self) -> str | None:
         """Kernel release on Linux, product version on macOS."""
     @property
+    def target(self) -> str:
+        """This platform as a packaging target name, e.g. ``manylinux_2_35_x86_64-cp311``."""
+    @property
     def arch(self) -> str:
         """CPU architecture as wheel tags spell it: ``x86_64``, ``aarch64``, ``arm64``."""
     @property

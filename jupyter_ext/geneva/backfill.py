@@ -206,6 +206,11 @@ def start(
     if done:
         plan = plan.without_fragments(done)
     job = Job(table, column, fn, inputs, plan, opts, mark_computed=opts.where is None, computed=computed, notes=notes)
+    from geneva.runners.ray._mgr import active_session
+
+    session = active_session()
+    if session is not None:
+        session.track(job)
     if wait:
         job._run()
     else:
@@ -215,7 +220,12 @@ def start(
 
 
 def _ensure_ray() -> Any:
-    """Ray, started embedded in this process when no cluster session is active."""
+    """The active cluster session's Ray; else Ray embedded in this process (started on first use)."""
+    from geneva.runners.ray._mgr import active_session
+
+    session = active_session()
+    if session is not None:
+        return session.ray
     import ray
 
     if not ray.is_initialized():
@@ -397,8 +407,17 @@ class Job:
         """Keeps `concurrency` tasks in flight; commits each fragment once all its tasks are done."""
         ray = _ensure_ray()
         plan, opts = self._plan, self._opts
-        remote = ray.remote(max_retries=0)(_run_task).options(**self._ray_options())
-        udf_ref = ray.put(self.udf)
+        from geneva.runners.ray._mgr import active_session
+
+        session = active_session()
+        env = session.worker_env if session is not None else None
+        options = self._ray_options()
+        if session is not None and session.runtime_env:
+            options["runtime_env"] = session.runtime_env
+        remote = ray.remote(max_retries=0)(_run_task).options(**options)
+        # The UDF travels as bytes and is unpickled inside the task, after the session's
+        # layers are on sys.path: its module references resolve against the shipped files.
+        udf_ref = ray.put(_pickle_udf(self.udf))
         uris = dict(plan.fragment_checkpoints(checkpoint_size))
         tasks_left = Counter(t["fragment_id"] for t in tasks)
         queue = deque(tasks)
@@ -410,7 +429,7 @@ class Job:
                     raise BackfillCancelled(f"backfill {self.job_id} of {self.column!r} cancelled; checkpoints kept")
                 while queue and len(inflight) < opts.concurrency:
                     task = queue.popleft()
-                    ref = remote.remote(self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error)
+                    ref = remote.remote(self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error, env)
                     inflight[ref] = task
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.1)
                 finished = []
@@ -474,6 +493,28 @@ class Job:
 # -- worker side (runs in Ray workers; never imports IPython or widgets) ----------
 
 _INSTANCES: dict[str, Any] = {}
+_UDFS: dict[str, UDF] = {}
+
+
+def _pickle_udf(fn: UDF) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(fn)
+
+
+def _load_udf(blob: bytes) -> UDF:
+    """The task's UDF, unpickled once per worker process (after the session's layers are applied)."""
+    key = hashlib.blake2b(blob, digest_size=16).hexdigest()
+    if key not in _UDFS:
+        import pickle
+
+        from geneva import _worker
+
+        try:
+            _UDFS[key] = pickle.loads(blob)
+        except ModuleNotFoundError as exc:
+            raise UdfError(f"cannot load the UDF on this worker: {_worker.missing_module_hint(exc)}") from None
+    return _UDFS[key]
 
 
 def _callable_for(fn: UDF) -> Any:
@@ -505,6 +546,10 @@ def _error_record(fragment_id: int, offset: int, batch: pa.RecordBatch, i: int, 
 def _failure(fn: UDF, exc: BaseException, where: str) -> UdfError:
     if isinstance(exc, UdfError):
         return UdfError(f"{exc} ({where})")
+    if isinstance(exc, ModuleNotFoundError):
+        from geneva import _worker
+
+        return UdfError(f"UDF {fn.name} failed on {where}: {_worker.missing_module_hint(exc)}")
     return UdfError(
         f"UDF {fn.name} raised {type(exc).__name__}: {exc} on {where}\n" + "".join(traceback.format_exception(exc))
     )
@@ -555,10 +600,23 @@ def _evaluate(
 
 
 def _run_task(
-    table_uri: str, version: int, task: dict[str, Any], fn: UDF, inputs: list[str], on_error: str
+    table_uri: str,
+    version: int,
+    task: dict[str, Any],
+    udf_blob: bytes,
+    inputs: list[str],
+    on_error: str,
+    env: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One Ray task: for each batch, skip it if checkpointed, else read, compute, checkpoint."""
-    call = _callable_for(fn)
+    from geneva import _worker
+
+    _worker.apply(env)
+    fn = _load_udf(udf_blob)
+    try:
+        call = _callable_for(fn)
+    except ModuleNotFoundError as exc:
+        raise UdfError(f"UDF {fn.name} could not start: {_worker.missing_module_hint(exc)}") from None
     fragment_id = task["fragment_id"]
     offsets: pa.UInt32Array = task["offsets"]
     processed = resumed = failed = 0

@@ -52,3 +52,15 @@ class UdfError(BackfillError):
 
 class BackfillCancelled(BackfillError):
     """The backfill was cancelled (Ctrl-C or Job.cancel()); checkpoints are kept."""
+
+
+class ClusterError(GenevaError):
+    """A Ray cluster could not be reached, created or used; the message names the cause and the fix."""
+
+
+class ClusterMismatchError(ClusterError):
+    """The cluster runs a Python or Ray version this kernel cannot drive (Ray Client needs both equal)."""
+
+
+class SessionActiveError(ClusterError):
+    """A cluster session is active already: exit it first (or use %%geneva_cluster --force)."""

@@ -98,17 +98,24 @@ def check(target: str, site_packages: list[str | Path] | None = None) -> Verdict
 DEFAULT_SHARD_BYTES = 128 << 20
 
 
+# What a cluster running geneva has by construction: never shipped over its own copies.
+CLUSTER_RUNTIME = ("geneva", "ray")
+
+
 def cache_dir() -> Path:
     """Where layers are built and the stat cache is kept."""
     return Path(os.environ.get("GENEVA_CACHE_DIR", Path.home() / ".cache" / "geneva"))
 
 
-def workspace_roots(cwd: Path | None = None) -> list[tuple[str, Path]]:
-    """The working folder, plus local source folders installed in editable mode."""
+def workspace_roots(cwd: Path | None = None, skip: tuple[str, ...] = CLUSTER_RUNTIME) -> list[tuple[str, Path]]:
+    """The working folder, plus local source folders installed in editable mode (except those of
+    ``skip``: the cluster runs its own geneva and Ray)."""
     cwd = (cwd or Path.cwd()).resolve()
     roots = [("workspace", cwd)]
     for site in default_site_packages():
         for direct in site.glob("*.dist-info/direct_url.json"):
+            if direct.parent.name.split("-")[0].lower() in skip:
+                continue
             try:
                 info = json.loads(direct.read_text())
             except (OSError, ValueError):
@@ -130,6 +137,7 @@ def pack(
     site_packages: list[str | Path] | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     max_total_bytes: int | None = None,
+    provided: list[str] | None = None,
 ) -> dict:
     """Zip the environment into content-addressed layers and upload what is new.
 
@@ -137,6 +145,7 @@ def pack(
     cluster to install (when ``target`` is given, distributions that do not
     run there are pinned instead of shipped), secrets left out, bytes hashed
     and uploaded. ``upload_dir`` defaults to the ``uploader.upload_dir`` setting.
+    ``provided`` names distributions the cluster has itself (neither shipped nor pinned).
     """
     from geneva import config
 
@@ -150,20 +159,164 @@ def pack(
                 f"upload_dir {upload!r}: only local or mounted folders are supported in this version "
                 "(s3://, gs:// and az:// are not yet)"
             )
-    request = {
+    request = _request(workspace, site_packages, skip_site_packages, target, provided)
+    request.update(upload_dir=upload, shard_bytes=shard_bytes, max_total_bytes=max_total_bytes)
+    return json.loads(_native.pack_environment(json.dumps(request)))
+
+
+def _request(
+    workspace: list[tuple[str, Path]] | None,
+    site_packages: list[str | Path] | None,
+    skip_site_packages: bool,
+    target: str | None,
+    provided: list[str] | None,
+) -> dict:
+    return {
         "workspace": [[name, str(path)] for name, path in (workspace if workspace is not None else workspace_roots())],
         "site_packages": []
         if skip_site_packages
         else [str(p) for p in (site_packages if site_packages is not None else default_site_packages())],
         "target": target,
+        "provided": list(provided or []),
         "cache_dir": str(cache_dir()),
-        "upload_dir": upload,
-        "shard_bytes": shard_bytes,
-        "max_total_bytes": max_total_bytes,
+        "upload_dir": None,
+        "shard_bytes": DEFAULT_SHARD_BYTES,
+        "max_total_bytes": None,
     }
-    return json.loads(_native.pack_environment(json.dumps(request)))
 
 
 def extract_layer(zip_path: str | Path, cache: str | Path | None = None) -> Path:
     """Worker side: a layer zip extracted once per node (cached by content hash)."""
     return Path(_native.extract_layer(str(zip_path), str(cache or cache_dir() / "extracted")))
+
+
+def provided_distributions(roots: tuple[str, ...] = CLUSTER_RUNTIME) -> list[str]:
+    """``roots`` and everything they require (unconditional requirements, installed here).
+
+    A worker process has imported Ray (and geneva, to run its tasks) before any
+    shipped folder reaches ``sys.path``; shipping a second copy of them or their
+    dependencies would mix two versions in one process.
+    """
+    import re
+    from importlib import metadata
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    seen: set[str] = set()
+    todo = [norm(r) for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        seen.add(name)
+        for req in dist.requires or []:
+            spec, _, marker = req.partition(";")
+            if "extra" in marker:
+                continue
+            todo.append(norm(re.split(r"[\s\[<>=!~;(]", spec.strip(), maxsplit=1)[0]))
+    return sorted(seen)
+
+
+def index_options() -> list[str]:
+    """This machine's package index settings (pip config files and PIP_* variables), as pip options,
+    so pins install on the cluster from the same index."""
+    import configparser
+
+    values: dict[str, str] = {}
+    files = [Path("/etc/pip.conf"), Path.home() / ".config" / "pip" / "pip.conf", Path.home() / ".pip" / "pip.conf"]
+    if os.environ.get("VIRTUAL_ENV"):
+        files.append(Path(os.environ["VIRTUAL_ENV"]) / "pip.conf")
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    for path in files:
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        for section in ("global", "install"):
+            for key in ("index-url", "extra-index-url", "trusted-host", "find-links"):
+                if parser.has_option(section, key):
+                    values[key] = parser.get(section, key)
+    for key in ("index-url", "extra-index-url", "trusted-host", "find-links"):
+        env = "PIP_" + key.upper().replace("-", "_")
+        if os.environ.get(env):
+            values[key] = os.environ[env]
+    options = []
+    for key, value in values.items():
+        for item in value.split():
+            options += [f"--{key}", item]
+    return options
+
+
+class PackPlan:
+    """What entering a cluster would ship: the verdicts and the layers, without uploading anything."""
+
+    def __init__(self, verdicts: VerdictTable | None, manifest: dict) -> None:
+        self.verdicts = verdicts
+        self.manifest = manifest
+
+    def _layer_lines(self) -> list[tuple[str, int, int, int]]:
+        return [(layer["name"], layer["files"], layer["bytes"], len(layer["shards"])) for layer in self.manifest["layers"]]
+
+    def __repr__(self) -> str:
+        lines = [f"environment {self.manifest['digest']}: {len(self.manifest['layers'])} layers"]
+        lines += [f"  {name}: {files} files, {_human(size)}, {shards} shards" for name, files, size, shards in self._layer_lines()]
+        if self.manifest["pins"]:
+            lines.append("  pins: " + ", ".join(self.manifest["pins"]))
+        if self.manifest["secrets_left_out"]:
+            lines.append("  left out (secrets): " + ", ".join(self.manifest["secrets_left_out"]))
+        if self.verdicts is not None:
+            lines.append(repr(self.verdicts))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{escape(name)}</td><td>{files}</td><td>{_human(size)}</td><td>{shards}</td></tr>"
+            for name, files, size, shards in self._layer_lines()
+        )
+        extra = ""
+        if self.manifest["pins"]:
+            extra += f"<p>pins: {escape(', '.join(self.manifest['pins']))}</p>"
+        if self.manifest["secrets_left_out"]:
+            extra += f"<p>left out (secrets): {escape(', '.join(self.manifest['secrets_left_out']))}</p>"
+        return (
+            f"<div class='geneva-plan'><p>environment {escape(self.manifest['digest'])}</p>"
+            f"<table><tr><th>layer</th><th>files</th><th>size</th><th>shards</th></tr>{rows}</table>{extra}"
+            + (self.verdicts._repr_html_() if self.verdicts is not None else "")
+            + "</div>"
+        )
+
+
+def plan(
+    target: str | None = None,
+    skip_site_packages: bool = False,
+    workspace: list[tuple[str, Path]] | None = None,
+    site_packages: list[str | Path] | None = None,
+    provided: list[str] | None = None,
+) -> PackPlan:
+    """Preview of entering a cluster of platform ``target``: verdicts and the layers that would ship.
+
+    Hashes what changed (the stat cache makes this cheap when nothing did) but uploads nothing.
+    """
+    verdicts = check(target, site_packages) if target is not None and not skip_site_packages else None
+    if verdicts is not None and verdicts.blocked():
+        return PackPlan(verdicts, {"digest": "-", "layers": [], "pins": verdicts.pins(), "secrets_left_out": []})
+    request = _request(workspace, site_packages, skip_site_packages, target, provided)
+    request["build"] = False  # scan and hash only: no zips, no upload
+    manifest = json.loads(_native.pack_environment(json.dumps(request)))
+    return PackPlan(verdicts, manifest)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

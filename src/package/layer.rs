@@ -98,6 +98,12 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
         .follow_links(false)
         .filter_entry(|e| !(e.file_type().is_some_and(|t| t.is_dir()) && e.depth() > 0 && skipped_dir(e.path())))
         .build();
+    // A file is excluded when it or one of its folders is listed: a set lookup per path
+    // component, so leaving out a whole distribution's RECORD (thousands of files) stays cheap.
+    let excludes: std::collections::HashSet<&str> = options.exclude.iter().map(|p| p.trim_end_matches('/')).collect();
+    let is_excluded = |path: &str| {
+        excludes.contains(path) || path.match_indices('/').any(|(i, _)| excludes.contains(&path[..i]))
+    };
     let mut scan = LayerScan::default();
     let mut candidates = Vec::new();
     for entry in walker {
@@ -109,10 +115,7 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
         let Ok(relative) = entry.path().strip_prefix(root) else { continue };
         let path = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
         let name = entry.file_name().to_string_lossy();
-        let excluded = options.exclude.iter().any(|p| {
-            path == *p || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/') || p.ends_with('/'))
-        });
-        if name.ends_with(".pyc") || excluded {
+        if name.ends_with(".pyc") || (!excludes.is_empty() && is_excluded(&path)) {
             continue;
         }
         if is_secret(&name) {

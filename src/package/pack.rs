@@ -14,12 +14,23 @@ pub struct PackRequest {
     /// site-packages folders (empty with skip_site_packages).
     pub site_packages: Vec<PathBuf>,
     pub target: Option<String>,
+    /// Distributions the cluster provides itself (geneva, Ray and what they require): neither
+    /// shipped nor pinned. Names as in METADATA; compared normalised (PEP 503).
+    #[serde(default)]
+    pub provided: Vec<String>,
     /// Local cache: stat cache and built shards.
     pub cache_dir: PathBuf,
     /// Where workers fetch shards from (a local or shared folder).
     pub upload_dir: Option<PathBuf>,
     pub shard_bytes: u64,
     pub max_total_bytes: Option<u64>,
+    /// False for a preview: scan and hash, but build no zips and upload nothing.
+    #[serde(default = "yes")]
+    pub build: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,16 +70,23 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
     let target = req.target.as_deref().map(TargetPlatform::parse).transpose()?;
     let mut pins = Vec::new();
     let mut site_excludes: Vec<Vec<String>> = vec![Vec::new(); req.site_packages.len()];
-    if let Some(target) = &target {
+    let provided: Vec<String> = req.provided.iter().map(|n| normalise(n)).collect();
+    if target.is_some() || !provided.is_empty() {
         let mut blocked = Vec::new();
         for (i, dir) in req.site_packages.iter().enumerate() {
             for dist in scan_site_packages(dir)? {
+                let files = || dist.files.iter().map(|f| f.to_string_lossy().into_owned());
+                if provided.contains(&normalise(&dist.name)) {
+                    site_excludes[i].extend(files());
+                    continue;
+                }
+                let Some(target) = &target else { continue };
                 let verdict = check(&dist, target);
                 match verdict.verdict {
                     Verdict::Ship => {}
                     Verdict::Pin => {
                         pins.push(format!("{}=={}", dist.name, dist.version));
-                        site_excludes[i].extend(dist.files.iter().map(|f| f.to_string_lossy().into_owned()));
+                        site_excludes[i].extend(files());
                     }
                     Verdict::Block => blocked.push(format!("{} {}: {}", verdict.name, verdict.version, verdict.reason)),
                 }
@@ -131,7 +149,7 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
     let mut uploaded = 0;
     let mut env = blake3::Hasher::new();
     for (name, root, scan) in &scans {
-        let built = shards::build(name, &scan.files, req.shard_bytes, &built_dir)?;
+        let built = if req.build { shards::build(name, &scan.files, req.shard_bytes, &built_dir)? } else { Vec::new() };
         if let Some(dest) = &req.upload_dir {
             uploaded += shards::upload(&built, dest)?;
         }
@@ -170,6 +188,18 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
         bytes_hashed: hashed,
         bytes_uploaded: uploaded,
     })
+}
+
+/// PEP 503: `Typing_Extensions` and `typing.extensions` are `typing-extensions`.
+fn normalise(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        let c = if matches!(c, '_' | '.') { '-' } else { c.to_ascii_lowercase() };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `1.5 MiB`, `200.0 KiB`, `12 B`.

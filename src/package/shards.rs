@@ -34,8 +34,13 @@ pub fn build(layer: &str, files: &[LayerFile], shard_bytes: u64, out_dir: &Path)
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let mut groups: Vec<&[LayerFile]> = Vec::new();
     let (mut start, mut size) = (0usize, 0u64);
+    // Cut only between top-level entries: a package never spans two shards, so each shard
+    // extracts to its own folder on the workers and every folder is a complete sys.path entry.
+    fn top(f: &LayerFile) -> &str {
+        f.path.split('/').next().unwrap_or_default()
+    }
     for (i, f) in files.iter().enumerate() {
-        if size > 0 && size + f.size > shard_bytes {
+        if size > 0 && size + f.size > shard_bytes && top(f) != top(&files[i - 1]) {
             groups.push(&files[start..i]);
             (start, size) = (i, 0);
         }

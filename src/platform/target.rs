@@ -47,6 +47,27 @@ impl TargetPlatform {
         Self { name, platform, python }
     }
 
+    /// The wheel-style name of a platform (the inverse of [`TargetPlatform::parse`]), e.g. a
+    /// cluster's probed facts -> `manylinux_2_35_x86_64-cp311`.
+    pub fn name_of(platform: &PlatformFacts, python: &PythonFacts) -> String {
+        let arch = &platform.arch;
+        let tag = match (&platform.os, platform.libc.family, platform.libc.version) {
+            (Os::Linux, LibcFamily::Glibc, Some((a, b))) => format!("manylinux_{a}_{b}_{arch}"),
+            (Os::Linux, LibcFamily::Musl, Some((a, b))) => format!("musllinux_{a}_{b}_{arch}"),
+            (Os::Macos, _, _) => {
+                let (a, b) = platform.macos_version().unwrap_or((11, 0));
+                format!("macosx_{a}_{b}_{arch}")
+            }
+            (Os::Windows, _, _) => match arch.as_str() {
+                "x86_64" => "win_amd64".to_owned(),
+                "x86" => "win32".to_owned(),
+                other => format!("win_{other}"),
+            },
+            _ => format!("linux_{arch}"),
+        };
+        format!("{tag}-cp{}{}", python.version.major, python.version.minor)
+    }
+
     /// Wheel tags the target accepts, best first.
     pub fn tags(&self) -> Vec<String> {
         supported_tags(&self.platform, &self.python)
@@ -129,6 +150,14 @@ mod tests {
         assert_eq!(musl.platform.libc, Libc::musl(1, 2));
         assert_eq!(TargetPlatform::parse("manylinux2014_aarch64-cp310").unwrap().platform.libc, Libc::glibc(2, 17));
         assert_eq!(TargetPlatform::parse("win_amd64-cp311").unwrap().platform.os, Os::Windows);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for name in ["manylinux_2_28_x86_64-cp311", "musllinux_1_2_aarch64-cp312", "macosx_14_0_arm64-cp312", "win_amd64-cp311"] {
+            let t = TargetPlatform::parse(name).unwrap();
+            assert_eq!(TargetPlatform::name_of(&t.platform, &t.python), name);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use pyo3::types::PyTuple;
 
 /// Facts about the machine and interpreter running the notebook kernel.
 #[pyclass(name = "HostPlatform", module = "geneva._native", frozen)]
-pub struct PyHostPlatform(platform::HostPlatform);
+pub struct PyHostPlatform(platform::HostPlatform, String);
 
 #[pymethods]
 impl PyHostPlatform {
@@ -19,6 +19,12 @@ impl PyHostPlatform {
     #[getter]
     fn os_version(&self) -> Option<String> {
         self.0.os_version.clone()
+    }
+
+    /// This machine as a target name for other machines' environments, e.g. `manylinux_2_35_x86_64-cp311`.
+    #[getter]
+    fn target(&self) -> String {
+        self.1.clone()
     }
 
     #[getter]
@@ -82,8 +88,12 @@ impl PyHostPlatform {
 #[pyfunction]
 fn host_platform(py: Python<'_>) -> PyResult<PyHostPlatform> {
     let python = python_facts(py)?;
-    let host = py.detach(|| platform::HostPlatform::new(PlatformFacts::host(), &python));
-    Ok(PyHostPlatform(host))
+    let (host, target) = py.detach(|| {
+        let machine = PlatformFacts::host();
+        let target = platform::TargetPlatform::name_of(&machine, &python);
+        (platform::HostPlatform::new(machine, &python), target)
+    });
+    Ok(PyHostPlatform(host, target))
 }
 
 fn python_facts(py: Python<'_>) -> PyResult<PythonFacts> {

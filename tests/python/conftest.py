@@ -42,14 +42,22 @@ def run_geneva(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One embedded local Ray for the session (2 CPUs, as on CI), shut down at the end."""
+@pytest.fixture
+def ray_local(_ray_shutdown_at_end):
+    """The embedded local Ray (2 CPUs, as on CI), started when not running: the cluster-session
+    tests shut it down when they connect elsewhere."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
+    return ray
+
+
+@pytest.fixture(scope="session")
+def _ray_shutdown_at_end():
+    yield
+    import ray
+
     ray.shutdown()
 
 

@@ -1,0 +1,1 @@
+"""Where backfills run: Ray sessions (`geneva.runners.ray`)."""

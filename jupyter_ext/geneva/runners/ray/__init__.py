@@ -1,0 +1,1 @@
+"""Ray cluster sessions: embedded local Ray, an existing cluster (Ray Client), KubeRay."""

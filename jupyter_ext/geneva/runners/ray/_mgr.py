@@ -1,0 +1,666 @@
+"""Cluster sessions: ``ray_cluster(...)`` as the docs use it.
+
+    with ray_cluster(addr="ray-head:10001", skip_site_packages=False, use_portforwarding=False):
+        tbl.backfill("xy_product")
+
+or across cells: ``rc = ray_cluster(...)``; ``rc.__enter__()``; backfills; ``rc.__exit__()``.
+
+Kinds: no ``addr`` and no KubeRay arguments -> an embedded local Ray; ``addr`` -> Ray
+Client (``ray://addr``); ``name`` / ``namespace`` / group specs -> a KubeRay cluster
+created on demand (``geneva.runners.ray.kuberay``).
+
+Entering: preflight (probe the cluster's platform, Python and Ray, compare with this
+kernel: a table of differences), packaging (verdicts against the probed platform; ship,
+pin or refuse; content-addressed layers uploaded to ``uploader.upload_dir``), connecting.
+One session is active per process, held in a module-level registry (not a ContextVar,
+which some kernels lose between cells). Exiting waits for running backfills (or cancels
+them when the exit comes from an exception or an interrupt, and says which), shuts Ray
+down, stops port-forwards and deletes the cluster per ``ExitMode``. atexit and the
+kernel's shutdown run the exit too, so nothing is leaked.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+from geneva.exceptions import (
+    BlockedPackageError,
+    ClusterError,
+    ClusterMismatchError,
+    InvalidInputError,
+    SessionActiveError,
+)
+from geneva.runners.ray.raycluster import ExitMode, _HeadGroupSpec, _WorkerGroupSpec, check_keywords
+
+PARAMETERS = (
+    "addr",
+    "name",
+    "namespace",
+    "skip_site_packages",
+    "use_portforwarding",
+    "pip",
+    "exit_mode",
+    "on_exit",
+    "head_group",
+    "worker_groups",
+    "extra_env",
+    "ray_init_kwargs",
+    "dry_run",
+    "connect_timeout",
+    "upload_dir",
+)
+DEFAULT_CLIENT_PORT = 10001
+
+_LOCK = threading.RLock()
+_ACTIVE: list[RayClusterSession] = []  # at most one: the registry the magics build on
+
+
+def active_session() -> RayClusterSession | None:
+    """The session entered and not yet exited in this process, if any."""
+    with _LOCK:
+        return _ACTIVE[0] if _ACTIVE else None
+
+
+def ray_cluster(**kwargs: Any) -> RayClusterSession | dict[str, Any]:
+    """A cluster session (a context manager); with ``dry_run=True`` the RayCluster manifest (a dict) instead.
+
+    Parameters: ``addr``, ``name``, ``namespace``, ``skip_site_packages``, ``use_portforwarding``,
+    ``pip``, ``exit_mode`` (also ``on_exit``), ``head_group``, ``worker_groups``, ``extra_env``,
+    ``ray_init_kwargs``, ``dry_run``, ``connect_timeout`` (seconds, default 20), ``upload_dir``.
+    """
+    check_keywords("ray_cluster", kwargs, PARAMETERS)
+    session = RayClusterSession(**kwargs)
+    if session.dry_run:
+        return session.manifest()
+    return session
+
+
+@dataclass
+class Phase:
+    name: str  # preflight, packaging, provisioning, connecting
+    seconds: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Fact:
+    name: str
+    here: str
+    there: str
+    effect: str  # "" when equal; else what the difference means
+
+    @property
+    def same(self) -> bool:
+        return self.here == self.there
+
+
+class PlatformReport:
+    """This kernel against the cluster: OS, CPU arch, libc, Python, Ray, geneva, pyarrow."""
+
+    def __init__(self, facts: list[Fact], target: str) -> None:
+        self.facts = facts
+        self.target = target
+
+    def differences(self) -> list[Fact]:
+        return [f for f in self.facts if not f.same]
+
+    def __repr__(self) -> str:
+        width = max(len(f.name) for f in self.facts)
+        here = max(len(f.here) for f in self.facts)
+        lines = [f"cluster platform {self.target}: {len(self.differences())} difference(s)"]
+        for f in self.facts:
+            mark = "  " if f.same else "!="
+            lines.append(f"  {f.name:<{width}}  {f.here:<{here}} {mark} {f.there}  {f.effect}".rstrip())
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{escape(f.name)}</td><td>{escape(f.here)}</td><td>{escape(f.there)}</td>"
+            f"<td style='text-align:left;color:{'inherit' if f.same else '#9a6700'}'>{escape(f.effect or 'same')}</td></tr>"
+            for f in self.facts
+        )
+        return (
+            f"<div class='geneva-platform'><p>cluster platform <code>{escape(self.target)}</code></p>"
+            f"<table><tr><th></th><th>this kernel</th><th>cluster</th><th></th></tr>{rows}</table></div>"
+        )
+
+
+def host_facts() -> dict[str, str]:
+    """This process's platform facts, as the cluster probe reports its own."""
+    import platform
+
+    import geneva
+
+    hp = geneva.host_platform()
+    try:
+        import pyarrow
+
+        arrow = pyarrow.__version__
+    except ImportError:  # pragma: no cover - geneva requires pyarrow
+        arrow = "-"
+    try:
+        from importlib.metadata import version
+
+        ray_version = version("ray")
+    except Exception:
+        ray_version = "-"
+    libc = hp.libc_family + (f" {hp.libc_version}" if hp.libc_version else "")
+    return {
+        "os": hp.os,
+        "arch": hp.arch,
+        "libc": libc,
+        "python": platform.python_version(),
+        "ray": ray_version,
+        "geneva": geneva.__version__,
+        "pyarrow": arrow,
+        "target": hp.target,
+    }
+
+
+def _probe() -> dict[str, str]:
+    """Runs on the cluster (a tiny Ray task): its facts."""
+    return host_facts()
+
+
+def compare(here: dict[str, str], there: dict[str, str]) -> PlatformReport:
+    """The table of differences, each with what it means for the session."""
+
+    def minor(version: str) -> str:
+        return ".".join(version.split(".")[:2])
+
+    effects = {
+        "os": "native packages are pinned for the cluster to install",
+        "arch": "native packages are pinned for the cluster to install",
+        "libc": "native packages needing a newer C library are pinned",
+        "python": "Ray Client needs the same Python minor version"
+        if minor(here["python"]) != minor(there["python"])
+        else "patch versions differ (fine)",
+        "ray": "Ray Client needs the same Ray version",
+        "geneva": "tasks run the cluster's geneva; upgrade one side to match",
+        "pyarrow": "values cross as Arrow: usually fine, same version is safest",
+    }
+    facts = [
+        Fact(name, here.get(name, "-"), there.get(name, "-"), "" if here.get(name) == there.get(name) else effects[name])
+        for name in ("os", "arch", "libc", "python", "ray", "geneva", "pyarrow")
+    ]
+    return PlatformReport(facts, there.get("target", "?"))
+
+
+def check_versions(here: dict[str, str], there: dict[str, str], where: str) -> None:
+    """Refuse what Ray Client would reject, before anything is uploaded, with what to change."""
+    py_here, py_there = (".".join(v.split(".")[:2]) for v in (here["python"], there["python"]))
+    problems = []
+    if py_there and py_here != py_there:
+        problems.append(f"Python {py_there} there, {py_here} here")
+    if there.get("ray") and here["ray"] != there["ray"]:
+        problems.append(f"Ray {there['ray']} there, {here['ray']} here")
+    if problems:
+        raise ClusterMismatchError(
+            f"{where}: {' and '.join(problems)}; Ray Client needs the same Python minor version and the same Ray "
+            f"version on both sides. Fix: use a Ray image built for Python {py_here} with ray=={here['ray']} "
+            f"(e.g. rayproject/ray:{here['ray']}-py{py_here.replace('.', '')}), or run this notebook in a kernel "
+            f"with Python {py_there or py_here} and ray=={there.get('ray') or here['ray']}"
+        )
+
+
+class RayClusterSession:
+    """One cluster, entered once. See the module docstring."""
+
+    def __init__(
+        self,
+        addr: str | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+        skip_site_packages: bool = False,
+        use_portforwarding: bool | None = None,
+        pip: list[str] | None = None,
+        exit_mode: ExitMode | str | None = None,
+        on_exit: ExitMode | str | None = None,
+        head_group: _HeadGroupSpec | dict[str, Any] | None = None,
+        worker_groups: list[_WorkerGroupSpec | dict[str, Any]] | None = None,
+        extra_env: dict[str, str] | None = None,
+        ray_init_kwargs: dict[str, Any] | None = None,
+        dry_run: bool = False,
+        connect_timeout: float = 20.0,
+        upload_dir: str | None = None,
+    ) -> None:
+        kuberay = name is not None or namespace is not None or head_group is not None or bool(worker_groups)
+        if addr is not None and use_portforwarding:
+            raise InvalidInputError(
+                f"addr={addr!r} with use_portforwarding=True: port-forwarding reaches a KubeRay head that geneva "
+                "creates; to connect to an existing cluster by address pass use_portforwarding=False"
+            )
+        if addr is not None and kuberay:
+            raise InvalidInputError(
+                "addr= connects to an existing Ray cluster, while name= / namespace= / head_group= / worker_groups= "
+                "create a KubeRay cluster: pass one or the other"
+            )
+        if exit_mode is not None and on_exit is not None and ExitMode.of(exit_mode) != ExitMode.of(on_exit):
+            raise InvalidInputError("exit_mode= and on_exit= are the same setting: pass one of them")
+        if not isinstance(skip_site_packages, bool):
+            raise InvalidInputError(f"skip_site_packages={skip_site_packages!r}: expected True or False")
+        if pip is not None and (not isinstance(pip, list) or not all(isinstance(p, str) and p.strip() for p in pip)):
+            raise InvalidInputError(f"pip={pip!r}: expected a list of requirement strings, e.g. ['humanize==4.9.0']")
+        if extra_env is not None and (
+            not isinstance(extra_env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra_env.items())
+        ):
+            raise InvalidInputError("extra_env=...: expected a dict of strings, e.g. {'HF_HOME': '/cache/hf'}")
+        if ray_init_kwargs is not None and not isinstance(ray_init_kwargs, dict):
+            raise InvalidInputError(f"ray_init_kwargs={ray_init_kwargs!r}: expected a dict of ray.init() arguments")
+        if not isinstance(connect_timeout, (int, float)) or isinstance(connect_timeout, bool) or connect_timeout <= 0:
+            raise InvalidInputError(f"connect_timeout={connect_timeout!r}: expected a number of seconds > 0")
+        if dry_run and not kuberay:
+            raise InvalidInputError("dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)")
+
+        self.kind = "kuberay" if kuberay else ("client" if addr is not None else "local")
+        self.addr = addr.removeprefix("ray://") if addr else None
+        if addr is not None:
+            _split_addr(addr)  # a malformed address fails here, not on entering
+        self.name = name
+        self.namespace = namespace or "default"
+        self.skip_site_packages = skip_site_packages
+        self.use_portforwarding = bool(use_portforwarding) if use_portforwarding is not None else kuberay
+        self.pip = list(pip or [])
+        self.exit_mode = ExitMode.of(exit_mode if exit_mode is not None else on_exit or ExitMode.DELETE)
+        self.head_group = head_group if isinstance(head_group, _HeadGroupSpec) or head_group is None else _HeadGroupSpec(**head_group)
+        self.worker_groups = [g if isinstance(g, _WorkerGroupSpec) else _WorkerGroupSpec(**g) for g in worker_groups or []]
+        self.extra_env = dict(extra_env or {})
+        self.ray_init_kwargs = dict(ray_init_kwargs or {})
+        self.dry_run = dry_run
+        self.connect_timeout = float(connect_timeout)
+        self.upload_dir = upload_dir
+
+        self.state = "new"  # new -> entering -> active -> exited | failed
+        self.phases: list[Phase] = []
+        self.platform: PlatformReport | None = None
+        self.cluster_facts: dict[str, str] | None = None
+        self.verdicts: Any = None
+        self.manifest_info: dict[str, Any] | None = None  # the packaging manifest
+        self.worker_env: dict[str, Any] | None = None  # what each task applies (geneva._worker.apply)
+        self.runtime_env: dict[str, Any] | None = None  # Ray runtime_env of the tasks (pins, pip, env vars)
+        self.dashboard_url: str | None = None
+        self.exit_reason: str | None = None
+        self._jobs: list[Any] = []
+        self._owns_ray = False
+        self._kuberay: Any = None  # geneva.runners.ray.kuberay.KubeRayCluster when kind == "kuberay"
+
+    # -- what the docs call ---------------------------------------------------------------
+    def __enter__(self) -> RayClusterSession:
+        with _LOCK:
+            current = active_session()
+            if current is self:
+                return self
+            if current is not None:
+                raise SessionActiveError(
+                    f"a cluster session is already active ({current.describe()}); exit it first with "
+                    "`<session>.__exit__()` or `geneva.runners.ray._mgr.active_session().__exit__()` "
+                    "(in a notebook: %geneva_cluster exit, or %%geneva_cluster --force)"
+                )
+            if self.state != "new":
+                raise InvalidInputError(f"this session was already {self.state}; create a new one with ray_cluster(...)")
+            self.state = "entering"
+            _ACTIVE.append(self)
+        try:
+            {"local": self._enter_local, "client": self._enter_client, "kuberay": self._enter_kuberay}[self.kind]()
+        except BaseException as exc:
+            self.state = "failed"
+            self.exit_reason = f"entering failed: {type(exc).__name__}"
+            self._teardown(failed=True)
+            raise
+        self.state = "active"
+        atexit.register(self._at_exit)
+        from geneva._kernel import on_kernel_shutdown
+
+        on_kernel_shutdown(self._at_kernel_shutdown)
+        return self
+
+    def __exit__(self, exc_type: Any = None, exc: Any = None, tb: Any = None) -> bool:
+        if self.state != "active":
+            return False
+        if exc_type is None:
+            reason = None
+        elif issubclass(exc_type, KeyboardInterrupt):
+            reason = "an interrupt (KeyboardInterrupt)"
+        else:
+            reason = f"an exception ({exc_type.__name__})"
+        self._finish_jobs(reason)
+        self.exit_reason = reason or "exited"
+        self.state = "exited"
+        self._teardown(failed=reason is not None)
+        return False
+
+    def exit(self) -> None:
+        """Same as ``__exit__()``."""
+        self.__exit__()
+
+    # -- what backfills use ---------------------------------------------------------------
+    @property
+    def ray(self) -> Any:
+        import ray
+
+        if self.state != "active" or not ray.is_initialized():
+            raise ClusterError(f"the cluster session ({self.describe()}) is {self.state}; enter a new one")
+        return ray
+
+    def track(self, job: Any) -> None:
+        self._jobs.append(job)
+
+    def describe(self) -> str:
+        if self.kind == "local":
+            return "embedded local Ray"
+        if self.kind == "client":
+            return f"Ray Client at ray://{self.addr}"
+        return f"KubeRay cluster {self.namespace}/{self.name}"
+
+    def manifest(self) -> dict[str, Any]:
+        """The RayCluster manifest geneva creates (KubeRay sessions)."""
+        from geneva.runners.ray import kuberay
+
+        return kuberay.manifest(self)
+
+    def __repr__(self) -> str:
+        return f"<geneva cluster session: {self.describe()}, {self.state}>"
+
+    # -- entering -------------------------------------------------------------------------
+    def _phase(self, name: str, started: float, detail: str = "") -> None:
+        self.phases.append(Phase(name, time.monotonic() - started, detail))
+
+    def _enter_local(self) -> None:
+        import ray
+
+        started = time.monotonic()
+        if ray.is_initialized():
+            ray.shutdown()  # an embedded Ray started by a backfill outside any session
+        kwargs = {"include_dashboard": False, "configure_logging": True, "logging_level": "WARNING"}
+        kwargs.update(self.ray_init_kwargs)
+        context = ray.init(**kwargs)
+        self._owns_ray = True
+        self.dashboard_url = getattr(context, "dashboard_url", None) or None
+        self._set_runtime_env(pins=[])
+        self._phase("connecting", started, "embedded local Ray")
+
+    def _enter_client(self) -> None:
+        host, port = _split_addr(self.addr or "")
+        started = time.monotonic()
+        self._connect_client(host, port)
+        self._phase("connecting", started, f"ray://{host}:{port}")
+        self._preflight_and_pack(f"the cluster at {host}:{port}")
+
+    def _enter_kuberay(self) -> None:
+        from geneva.runners.ray import kuberay
+
+        started = time.monotonic()
+        kuberay.preflight_specs(self, host_facts())
+        self._phase("preflight", started, "image tags and node selectors")
+        started = time.monotonic()
+        self._kuberay = kuberay.KubeRayCluster.create(self)
+        self._phase("provisioning", started, f"{self.namespace}/{self.name}")
+        started = time.monotonic()
+        local_port = self._kuberay.client_port()
+        self.dashboard_url = self._kuberay.dashboard_url()
+        self._connect_client("127.0.0.1", local_port)
+        self._phase("connecting", started, f"port-forward 127.0.0.1:{local_port} -> head:10001")
+        self._preflight_and_pack(f"KubeRay cluster {self.namespace}/{self.name}")
+
+    def _connect_client(self, host: str, port: int) -> None:
+        import ray
+
+        deadline = self.connect_timeout
+        _check_reachable(host, port, min(5.0, deadline))
+        _ping_client_server(host, port, min(10.0, deadline))
+        if ray.is_initialized():
+            ray.shutdown()  # an embedded Ray started by a backfill outside any session
+        try:
+            context = ray.init(f"ray://{host}:{port}", **self.ray_init_kwargs)
+        except RuntimeError as exc:
+            text = str(exc)
+            if "version" in text.lower() and "mismatch" in text.lower() or "Python minor versions differ" in text:
+                raise ClusterMismatchError(
+                    f"{text.strip()}\nFix: run a Ray image with this kernel's Python minor version and Ray version "
+                    "(or a kernel matching the cluster)"
+                ) from None
+            raise ClusterError(f"Ray Client at {host}:{port} refused the connection: {text}") from None
+        except ConnectionError as exc:
+            raise ClusterError(f"Ray Client at {host}:{port}: {exc}") from None
+        self._owns_ray = True
+        self.dashboard_url = self.dashboard_url or getattr(context, "dashboard_url", None) or None
+
+    def _preflight_and_pack(self, where: str) -> None:
+        import ray
+
+        started = time.monotonic()
+        here = host_facts()
+        try:
+            there = ray.get(ray.remote(num_cpus=0, max_retries=0)(_probe).remote(), timeout=max(30.0, self.connect_timeout))
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterError(
+                f"{where} ran no task within {max(30.0, self.connect_timeout):.0f} s: it has no free worker; "
+                "check `ray status` on the head"
+            ) from None
+        except ray.exceptions.RayError as exc:
+            if "No module named 'geneva'" in str(exc):
+                raise ClusterError(
+                    f"{where} has no geneva installed: its workers run the backfill tasks, so install "
+                    f"geneva=={here['geneva']} in the cluster's Python (e.g. in the Ray image)"
+                ) from None
+            raise ClusterError(f"{where}: the platform probe failed: {exc}") from None
+        self.cluster_facts = there
+        self.platform = compare(here, there)
+        check_versions(here, there, where)
+        self._phase("preflight", started, f"{len(self.platform.differences())} difference(s)")
+
+        started = time.monotonic()
+        from geneva import config, package
+
+        upload = self.upload_dir or config.get("uploader.upload_dir")
+        if upload is None:
+            raise InvalidInputError(
+                "entering a remote cluster ships this notebook's files through uploader.upload_dir, which is not set: "
+                "set it to a folder or bucket every Ray node can read, e.g. "
+                "geneva.config.override_config(geneva.config.from_kv({'uploader.upload_dir': '/shared/geneva'})) "
+                "or the GENEVA_UPLOADER__UPLOAD_DIR environment variable"
+            )
+        target = there["target"]
+        if not self.skip_site_packages:
+            self.verdicts = package.check(target)
+            blocked = self.verdicts.blocked()
+            if blocked:
+                reasons = "\n  ".join(f"{b['name']} {b['version']}: {b['reason']}" for b in blocked)
+                raise BlockedPackageError(
+                    f"{len(blocked)} distribution(s) can neither ship to {where} ({target}) nor be installed there:\n"
+                    f"  {reasons}\nFix: publish them to your package index, install them in the Ray image, "
+                    "or uninstall them here"
+                )
+        manifest = package.pack(
+            upload_dir=upload,
+            target=target,
+            skip_site_packages=self.skip_site_packages,
+            provided=package.provided_distributions(),
+        )
+        self.manifest_info = manifest
+        self.worker_env = {
+            "digest": manifest["digest"],
+            "layers": [{"name": layer["name"], "shards": layer["shards"]} for layer in manifest["layers"]],
+            "site_packages_shipped": not self.skip_site_packages,
+        }
+        self._set_runtime_env(pins=manifest["pins"])
+        files = sum(layer["files"] for layer in manifest["layers"])
+        self._phase(
+            "packaging",
+            started,
+            f"{files} files in {len(manifest['layers'])} layers, {manifest['bytes_uploaded']} bytes uploaded, "
+            f"{len(manifest['pins'])} pinned",
+        )
+
+    def _set_runtime_env(self, pins: list[str]) -> None:
+        env: dict[str, Any] = {}
+        packages = [*pins, *self.pip]
+        if packages:
+            from geneva.package import index_options
+
+            env["pip"] = {"packages": packages, "pip_check": False}
+            options = index_options()
+            if options:
+                env["pip"]["pip_install_options"] = options
+        if self.extra_env:
+            env["env_vars"] = dict(self.extra_env)
+        self.runtime_env = env or None
+
+    # -- exiting --------------------------------------------------------------------------
+    def _finish_jobs(self, reason: str | None) -> None:
+        running = [job for job in self._jobs if not job.done()]
+        if not running:
+            return
+        if reason is None:
+            print(f"geneva: waiting for {len(running)} running backfill(s) before leaving the cluster", file=sys.stderr)
+            for job in running:
+                with contextlib.suppress(Exception):
+                    job.result()
+            return
+        print(
+            f"geneva: cancelling {len(running)} running backfill(s) because the session exits on {reason}; "
+            "checkpoints are kept, so rerunning resumes",
+            file=sys.stderr,
+        )
+        for job in running:
+            job.cancel()
+        for job in running:
+            with contextlib.suppress(Exception):
+                job.result(timeout=30)
+
+    def _teardown(self, failed: bool) -> None:
+        """Shut Ray down, stop port-forwards, delete per ExitMode; leave the registry. Never raises."""
+        try:
+            if self._owns_ray:
+                import ray
+
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                self._owns_ray = False
+            if self._kuberay is not None:
+                keep = self.exit_mode is ExitMode.RETAIN or (self.exit_mode is ExitMode.RETAIN_ON_FAILURE and failed)
+                self._kuberay.close(delete=not keep)
+                if keep:
+                    print(
+                        f"geneva: kept KubeRay cluster {self.namespace}/{self.name} ({self.exit_mode.name}); "
+                        f"remove it with: python -m geneva clusters delete {self.name} --namespace {self.namespace}",
+                        file=sys.stderr,
+                    )
+                self._kuberay = None
+        finally:
+            with _LOCK:
+                if self in _ACTIVE:
+                    _ACTIVE.remove(self)
+            with contextlib.suppress(Exception):
+                atexit.unregister(self._at_exit)
+
+    def _at_exit(self) -> None:
+        self.__exit__(SystemExit, None, None)
+
+    def _at_kernel_shutdown(self) -> None:
+        self.__exit__(SystemExit, None, None)
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    text = addr.strip().removeprefix("ray://")
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise InvalidInputError(f"addr={addr!r}: expected HOST:PORT of the Ray Client server, e.g. 'ray-head:10001'")
+    if not port:
+        return host, DEFAULT_CLIENT_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInputError(f"addr={addr!r}: {port!r} is not a port number; e.g. 'ray-head:10001'")
+    return host.strip("[]"), int(port)
+
+
+def _check_reachable(host: str, port: int, timeout: float) -> None:
+    """A plain TCP connect first: a wrong host or a closed port fails in seconds with the OS's reason."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.gaierror as exc:
+        raise ClusterError(f"cannot resolve {host!r} (from addr): {exc.strerror or exc}; check the host name") from None
+    except TimeoutError:
+        raise ClusterError(
+            f"no answer from {host}:{port} within {timeout:.0f} s: is the head running and the port reachable from here "
+            "(firewall, VPN, or use KubeRay's port-forwarding)?"
+        ) from None
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot connect to {host}:{port}: {exc.strerror or exc}; is the Ray head running with its Ray Client "
+            f"server on that port (ray start --head --ray-client-server-port {port})?"
+        ) from None
+
+
+def _ping_client_server(host: str, port: int, timeout: float) -> None:
+    """One gRPC ping of the Ray Client server, so a refusal is reported with its real cause at once
+    (Ray's own connect retries for ~30 s, then says 'connection timeout').
+
+    Ray 2.60 heads enable token auth when a token exists (``~/.ray/auth_token``, written by the
+    first local Ray run) and ``RAY_AUTH_MODE`` is unset; Ray Client does not follow on its own. When
+    the head asks for a token, this kernel has one and ``RAY_AUTH_MODE`` is unset, token auth is
+    enabled here the same way (Ray's own helper) and the ping retried once.
+    """
+    import os
+
+    first = _ping_once(host, port, timeout)
+    if first is None:
+        return
+    code, details = first
+    import grpc
+
+    if code == grpc.StatusCode.UNAUTHENTICATED and "RAY_AUTH_MODE" not in os.environ:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+        if maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
+            print("geneva: the Ray head requires a token; using this machine's Ray auth token", file=sys.stderr)
+            second = _ping_once(host, port, timeout)
+            if second is None:
+                return
+            code, details = second
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        raise ClusterError(
+            f"the Ray head at {host}:{port} requires an authentication token (RAY_AUTH_MODE=token) and refused "
+            f"this kernel's: {details}. Fix: put the cluster's token in ~/.ray/auth_token here (or set RAY_AUTH_TOKEN "
+            "or RAY_AUTH_TOKEN_PATH), set RAY_AUTH_MODE=token in the kernel's environment, restart the kernel and "
+            "enter again"
+        )
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        raise ClusterError(
+            f"{host}:{port} is a gRPC server but not a Ray Client server (it may be the GCS port 6379); "
+            f"the Ray Client port is set by `ray start --head --ray-client-server-port` (default {DEFAULT_CLIENT_PORT})"
+        )
+    if code is None:
+        raise ClusterError(
+            f"{host}:{port} accepts TCP connections but no gRPC server answered within {timeout:.0f} s: is this the "
+            f"Ray Client port (default {DEFAULT_CLIENT_PORT}) and not the dashboard's (8265)?"
+        )
+    raise ClusterError(f"the Ray Client server at {host}:{port} refused the connection: {code.name}: {details}")
+
+
+def _ping_once(host: str, port: int, timeout: float) -> tuple[Any, str] | None:
+    """None when the server answered; else (gRPC status code or None on timeout, details)."""
+    import grpc
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+
+    channel = init_grpc_channel(f"{host}:{port}", options=[], asynchronous=False)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        stub = ray_client_pb2_grpc.RayletDriverStub(channel)
+        stub.ClusterInfo(ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING), timeout=timeout)
+        return None
+    except grpc.FutureTimeoutError:
+        return None, "timeout"
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+    finally:
+        channel.close()

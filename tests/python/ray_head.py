@@ -1,0 +1,116 @@
+"""A real Ray head in a second virtualenv, for the cluster-session tests.
+
+The "cluster" venv has ray, pyarrow and geneva (this checkout's build, installed
+editable as in .venv) but none of the notebook's other packages: what it lacks must
+reach the workers through geneva's packaging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geneva
+
+REPO = Path(__file__).resolve().parents[2]
+# What the cluster's Python has: the runtime geneva needs, nothing else.
+CLUSTER_REQUIREMENTS = ["ray[client]==2.60.0", "pyarrow==26.0.1", "cloudpickle==3.1.2", "numpy==2.4.6"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster_venv() -> Path:
+    """The cluster's virtualenv, cached across runs by its requirements (~20 s to build from pip's cache)."""
+    key = hashlib.sha256("\n".join([sys.version, *CLUSTER_REQUIREMENTS]).encode()).hexdigest()[:12]
+    venv = Path(os.environ.get("GENEVA_TEST_CACHE", Path.home() / ".cache" / "geneva")) / f"cluster-venv-{key}"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *CLUSTER_REQUIREMENTS],
+            check=True,
+        )
+        (venv / ".complete").touch()
+    # geneva as .venv has it (maturin develop: an editable install of this checkout).
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(site) / "geneva.pth").write_text(str(Path(geneva.__file__).resolve().parents[1]) + "\n")
+    return venv
+
+
+class RayHead:
+    """``ray start --head --block`` from the cluster venv, on free ports, stopped by its pid."""
+
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None, num_cpus: int = 2) -> None:
+        self.venv = cluster_venv()
+        self.client_port = free_port()
+        self.gcs_port = free_port()
+        # A short temp dir: Ray's unix sockets live there (path length limit ~107).
+        self.temp_dir = Path("/tmp") / f"gnv-{os.getpid()}-{self.client_port}"
+        self.log = tmp / "ray-head.log"
+        head_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "VIRTUAL_ENV"))}
+        head_env.update(env or {})
+        head_env["PATH"] = f"{self.venv / 'bin'}:{head_env.get('PATH', '')}"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.venv / "bin" / "ray"),
+                    "start",
+                    "--head",
+                    "--block",
+                    f"--port={self.gcs_port}",
+                    f"--ray-client-server-port={self.client_port}",
+                    f"--num-cpus={num_cpus}",
+                    "--include-dashboard=false",
+                    "--disable-usage-stats",
+                    f"--temp-dir={self.temp_dir}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=head_env,
+                cwd=tmp,
+                start_new_session=True,
+            )
+        self._wait_ready()
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def _wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray head exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.client_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"ray head not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        # Ray's worker processes run in their own sessions: find any left by the temp dir.
+        subprocess.run(["pkill", "-9", "-f", str(self.temp_dir)], check=False)

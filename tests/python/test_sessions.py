@@ -1,0 +1,147 @@
+"""Cluster sessions against a real Ray head running from a second virtualenv.
+
+The head's Python has ray, pyarrow and geneva, but not ``humanize`` (installed only in
+.venv) nor the test's working-folder module: a UDF importing both works only when geneva
+ships them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+import pytest
+from ray_head import RayHead
+
+import geneva
+from geneva.config import from_kv, override_config
+from geneva.exceptions import ClusterError, InvalidInputError, SessionActiveError, UdfError
+from geneva.runners.ray import _mgr
+from geneva.runners.ray._mgr import ray_cluster
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("head")
+    import ray
+
+    if ray.is_initialized():  # the embedded Ray of earlier tests: a session connects instead
+        ray.shutdown()
+    server = RayHead(tmp, env={"GENEVA_CACHE_DIR": str(tmp / "worker-cache")})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, head):
+    """A notebook's working folder with a local module, a table, and an upload folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "localmod.py").write_text("def tag(text):\n    return f'<{text}>'\n")
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work))
+    override_config(from_kv({"uploader.upload_dir": str(tmp_path / "zips")}))
+    db = geneva.connect(tmp_path / "db")
+    tbl = db.create_table("nums", pa.table({"x": list(range(40))}))
+    yield tbl
+    session = _mgr.active_session()
+    if session is not None:
+        session.__exit__()
+
+
+@geneva.udf(data_type=pa.string())
+def label(x: int) -> str:
+    import humanize  # only in the notebook's env
+    import localmod  # only in the notebook's working folder
+
+    return localmod.tag(humanize.intcomma(x * 1000))
+
+
+def expected(n: int) -> list[str]:
+    import humanize
+
+    return [f"<{humanize.intcomma(x * 1000)}>" for x in range(n)]
+
+
+def test_udf_imports_shipped_packages_and_workspace_modules(head, workspace):
+    tbl = workspace
+    tbl.add_columns({"label": label})
+    with ray_cluster(addr=head.addr, skip_site_packages=False, use_portforwarding=False, pip=[]) as session:
+        assert _mgr.active_session() is session
+        assert session.kind == "client"
+        result = tbl.backfill("label")
+        # The probe saw the head's interpreter: same machine, so nothing differs but the packages.
+        facts = {f.name: f for f in session.platform.facts}
+        assert facts["python"].same and facts["ray"].same and facts["arch"].same
+        names = {layer["name"] for layer in session.manifest_info["layers"]}
+        assert {"workspace", "site-packages"} <= names
+        shipped = session.manifest_info
+        assert shipped["pins"] == []  # same platform: everything ships
+        assert [p.name for p in session.phases] == ["connecting", "preflight", "packaging"]
+    assert _mgr.active_session() is None
+    import ray
+
+    assert not ray.is_initialized()
+    assert result.rows_processed == 40
+    assert tbl.to_arrow().column("label").to_pylist() == expected(40)
+
+
+def test_skip_site_packages_names_the_missing_module_and_the_fix(head, workspace):
+    tbl = workspace
+    tbl.add_columns({"label": label})
+    version = tbl.version
+    with ray_cluster(addr=head.addr, skip_site_packages=True, use_portforwarding=False):
+        with pytest.raises(UdfError) as err:
+            tbl.backfill("label")
+    message = str(err.value)
+    assert "'humanize'" in message
+    assert "skip_site_packages=False" in message
+    assert tbl.version == version
+    assert tbl.to_arrow().column("label").null_count == 40
+
+
+def test_enter_and_exit_across_statements(head, workspace):
+    tbl = workspace
+    tbl.add_columns({"label": label})
+    rc = ray_cluster(addr=head.addr, skip_site_packages=False, use_portforwarding=False)
+    rc.__enter__()
+    assert _mgr.active_session() is rc
+    with pytest.raises(SessionActiveError, match=r"already active .*__exit__"):
+        ray_cluster(addr=head.addr, use_portforwarding=False).__enter__()
+    first = tbl.backfill("label", where="x < 10")
+    second = tbl.backfill("label")
+    rc.__exit__(None, None, None)
+    rc.__exit__()  # the docs call it twice, once without arguments: harmless
+    assert (first.rows_processed, second.rows_processed) == (10, 30)
+    assert _mgr.active_session() is None
+    assert tbl.to_arrow().column("label").to_pylist() == expected(40)
+
+
+def test_unreachable_addr_fails_fast_and_leaves_nothing(workspace):
+    import ray
+
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=r"cannot connect to 127\.0\.0\.1:1: .*ray start --head"):
+        ray_cluster(addr="127.0.0.1:1", use_portforwarding=False).__enter__()
+    assert time.monotonic() - started < 15
+    assert _mgr.active_session() is None
+    assert not ray.is_initialized()
+
+
+def test_a_port_that_is_not_ray_client_says_so(head, workspace):
+    with pytest.raises(ClusterError, match=r"not a Ray Client server"):
+        ray_cluster(addr=f"127.0.0.1:{head.gcs_port}", use_portforwarding=False).__enter__()
+    assert _mgr.active_session() is None
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match=r"'skip_site_package'.*did you mean 'skip_site_packages'"):
+        ray_cluster(addr="h:10001", skip_site_package=True)
+    with pytest.raises(InvalidInputError, match=r"pass use_portforwarding=False"):
+        ray_cluster(addr="h:10001", use_portforwarding=True)
+    with pytest.raises(InvalidInputError, match=r"'h:port'.*not a port number"):
+        ray_cluster(addr="h:port", use_portforwarding=False)
+    with pytest.raises(InvalidInputError, match=r"exit_mode 'sometimes'"):
+        ray_cluster(exit_mode="sometimes")
+    with pytest.raises(InvalidInputError, match=r"pip="):
+        ray_cluster(pip="humanize")
