@@ -1,6 +1,7 @@
 //! geneva's native core, built by maturin into `geneva._native`.
 
 pub mod backfill;
+pub mod kuberay;
 pub mod package;
 pub mod platform;
 mod py;

@@ -116,3 +116,24 @@ def pack_environment(request: str) -> str:
 
 def extract_layer(zip_path: str, cache_dir: str) -> str:
     """Extract a layer zip once into cache_dir (file lock; refuses entries escaping it); returns the folder."""
+
+# -- KubeRay (src/py/kuberay.rs) ------------------------------------------------------------
+def kuberay_manifest(spec: str) -> str:
+    """The RayCluster manifest (JSON) for a cluster spec (JSON: geneva.runners.ray.kuberay.spec_of)."""
+
+def kuberay_list(namespace: str | None = None) -> str:
+    """RayClusters labelled managed-by=geneva (JSON list), in one namespace or all."""
+
+class KubeRayHandle:
+    """One RayCluster through the Kubernetes API of the current kubeconfig (kube-rs)."""
+
+    def __init__(self, namespace: str, name: str) -> None: ...
+    def apply(self, manifest: str) -> str:
+        """Create, or merge-patch when it exists: ``"created"`` or ``"patched"``."""
+    def wait_ready(self, timeout_s: float, poll_s: float) -> str:
+        """The ready head pod's name; ClusterError at once on ImagePullBackOff / CrashLoopBackOff / Unschedulable."""
+    def forward(self, port: int) -> int:
+        """Forward 127.0.0.1:<returned port> to ``port`` of the current head pod (looked up per connection)."""
+    def stop_forwards(self) -> None: ...
+    def delete(self) -> bool:
+        """Delete the RayCluster; False when it was gone already."""

@@ -57,7 +57,59 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--skip-site-packages", action="store_true", help="ship only the workspace")
     pack.add_argument("--json", action="store_true", help="print the manifest as JSON")
     pack.set_defaults(run=_env_pack)
+
+    clusters = commands.add_parser("clusters", help="KubeRay clusters geneva created (find and remove orphans)")
+    cluster_commands = clusters.add_subparsers(dest="clusters_command", metavar="CLUSTERS_COMMAND", required=True)
+    listing = cluster_commands.add_parser(
+        "list",
+        help="RayClusters labelled app.kubernetes.io/managed-by=geneva",
+        description="List the RayClusters geneva created, with owner, session, age and whether their TTL expired.",
+    )
+    listing.add_argument("--namespace", "-n", metavar="NS", help="one namespace (default: all)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=_clusters_list)
+    delete = cluster_commands.add_parser("delete", help="delete a RayCluster geneva created")
+    delete.add_argument("name", metavar="NAME")
+    delete.add_argument("--namespace", "-n", metavar="NS", default="default")
+    delete.set_defaults(run=_clusters_delete)
     return parser
+
+
+def _clusters_list(args: argparse.Namespace) -> int:
+    import json
+
+    from geneva.exceptions import GenevaError
+    from geneva.runners.ray.kuberay import list_clusters
+
+    try:
+        clusters = list_clusters(args.namespace)
+    except GenevaError as exc:
+        print(f"python -m geneva clusters list: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(clusters, indent=1))
+        return 0
+    if not clusters:
+        print("no RayClusters created by geneva" + (f" in namespace {args.namespace}" if args.namespace else ""))
+        return 0
+    for c in clusters:
+        age = f"{c['age_seconds'] / 3600:.1f} h" if c["age_seconds"] is not None else "?"
+        expired = "  EXPIRED (python -m geneva clusters delete " + c["name"] + f" -n {c['namespace']})" if c["expired"] else ""
+        print(f"{c['namespace']}/{c['name']}  user {c['user']}  session {c['session']}  age {age}  {c['state'] or ''}{expired}")
+    return 0
+
+
+def _clusters_delete(args: argparse.Namespace) -> int:
+    from geneva.exceptions import GenevaError
+    from geneva.runners.ray.kuberay import delete_cluster
+
+    try:
+        deleted = delete_cluster(args.name, args.namespace)
+    except GenevaError as exc:
+        print(f"python -m geneva clusters delete: {exc}", file=sys.stderr)
+        return 1
+    print(f"deleted RayCluster {args.namespace}/{args.name}" if deleted else f"no RayCluster {args.namespace}/{args.name}")
+    return 0 if deleted else 1
 
 
 def _env_info(args: argparse.Namespace) -> int:

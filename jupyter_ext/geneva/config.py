@@ -48,7 +48,7 @@ def _pyproject(start: Path) -> dict[str, Any]:
 
 def get(key: str, default: Any = None) -> Any:
     """The value of ``key`` (e.g. ``uploader.upload_dir``)."""
-    if key in _OVERRIDES:
+    if _OVERRIDES.get(key) is not None:  # override_config({key: None}) clears an override
         return _OVERRIDES[key]
     env = "GENEVA_" + key.upper().replace(".", "__")
     if env in os.environ:

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod errors;
+mod kuberay;
 mod package;
 mod platform;
 mod table;
@@ -18,6 +19,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     table::register(m)?;
     backfill::register(m)?;
     package::register(m)?;
+    kuberay::register(m)?;
     Ok(())
 }
 

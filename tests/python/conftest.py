@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,3 +67,40 @@ def db(tmp_path):
     import geneva
 
     return geneva.connect(tmp_path / "db")
+
+
+@pytest.fixture(scope="session")
+def head(tmp_path_factory):
+    """A real Ray head from a second virtualenv (tests/python/ray_head.py), for the whole run."""
+    from ray_head import RayHead
+
+    tmp = tmp_path_factory.mktemp("head")
+    import ray
+
+    if ray.is_initialized():  # the embedded Ray of earlier tests: a session connects instead
+        ray.shutdown()
+    server = RayHead(tmp, env={"GENEVA_CACHE_DIR": str(tmp / "worker-cache")})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, head):
+    """A notebook's working folder with a local module, a table, and an upload folder."""
+    import geneva
+    from geneva.config import from_kv, override_config
+    from geneva.runners.ray import _mgr
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "localmod.py").write_text("def tag(text):\n    return f'<{text}>'\n")
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work))
+    override_config(from_kv({"uploader.upload_dir": str(tmp_path / "zips")}))
+    db = geneva.connect(tmp_path / "db")
+    tbl = db.create_table("nums", pa.table({"x": list(range(40))}))
+    yield tbl
+    override_config({"uploader.upload_dir": None})
+    session = _mgr.active_session()
+    if session is not None:
+        session.__exit__()

@@ -106,11 +106,15 @@ class RayHead:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            # SIGINT is what `ray start --block` answers at once (~2 s); SIGTERM takes ~30 s.
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
-        # Ray's worker processes run in their own sessions: find any left by the temp dir.
+        # Ray's processes run in their own sessions: find any left by the temp dir, and the Ray
+        # Client "specific servers" (one per client, idle for ~30 s before exiting) by the GCS
+        # address; a lingering one holds port 23000+ and the next head's would die on start.
         subprocess.run(["pkill", "-9", "-f", str(self.temp_dir)], check=False)
+        subprocess.run(["pkill", "-9", "-f", f"--address=[0-9.]+:{self.gcs_port}"], check=False)

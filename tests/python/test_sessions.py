@@ -11,42 +11,11 @@ import time
 
 import pyarrow as pa
 import pytest
-from ray_head import RayHead
 
 import geneva
-from geneva.config import from_kv, override_config
 from geneva.exceptions import ClusterError, InvalidInputError, SessionActiveError, UdfError
 from geneva.runners.ray import _mgr
 from geneva.runners.ray._mgr import ray_cluster
-
-
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("head")
-    import ray
-
-    if ray.is_initialized():  # the embedded Ray of earlier tests: a session connects instead
-        ray.shutdown()
-    server = RayHead(tmp, env={"GENEVA_CACHE_DIR": str(tmp / "worker-cache")})
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch, head):
-    """A notebook's working folder with a local module, a table, and an upload folder."""
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "localmod.py").write_text("def tag(text):\n    return f'<{text}>'\n")
-    monkeypatch.chdir(work)
-    monkeypatch.syspath_prepend(str(work))
-    override_config(from_kv({"uploader.upload_dir": str(tmp_path / "zips")}))
-    db = geneva.connect(tmp_path / "db")
-    tbl = db.create_table("nums", pa.table({"x": list(range(40))}))
-    yield tbl
-    session = _mgr.active_session()
-    if session is not None:
-        session.__exit__()
 
 
 @geneva.udf(data_type=pa.string())

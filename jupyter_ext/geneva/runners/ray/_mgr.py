@@ -56,6 +56,7 @@ PARAMETERS = (
     "dry_run",
     "connect_timeout",
     "upload_dir",
+    "wait_timeout",
 )
 DEFAULT_CLIENT_PORT = 10001
 
@@ -231,6 +232,7 @@ class RayClusterSession:
         dry_run: bool = False,
         connect_timeout: float = 20.0,
         upload_dir: str | None = None,
+        wait_timeout: float = 600.0,
     ) -> None:
         kuberay = name is not None or namespace is not None or head_group is not None or bool(worker_groups)
         if addr is not None and use_portforwarding:
@@ -257,6 +259,8 @@ class RayClusterSession:
             raise InvalidInputError(f"ray_init_kwargs={ray_init_kwargs!r}: expected a dict of ray.init() arguments")
         if not isinstance(connect_timeout, (int, float)) or isinstance(connect_timeout, bool) or connect_timeout <= 0:
             raise InvalidInputError(f"connect_timeout={connect_timeout!r}: expected a number of seconds > 0")
+        if not isinstance(wait_timeout, (int, float)) or isinstance(wait_timeout, bool) or wait_timeout <= 0:
+            raise InvalidInputError(f"wait_timeout={wait_timeout!r}: expected a number of seconds > 0")
         if dry_run and not kuberay:
             raise InvalidInputError("dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)")
 
@@ -277,6 +281,11 @@ class RayClusterSession:
         self.dry_run = dry_run
         self.connect_timeout = float(connect_timeout)
         self.upload_dir = upload_dir
+        self.wait_timeout = float(wait_timeout)
+        from geneva.runners.ray.kuberay import new_session_id
+
+        self.session_id = new_session_id()
+        self.notes: list[str] = []
 
         self.state = "new"  # new -> entering -> active -> exited | failed
         self.phases: list[Phase] = []
@@ -398,16 +407,22 @@ class RayClusterSession:
         from geneva.runners.ray import kuberay
 
         started = time.monotonic()
-        kuberay.preflight_specs(self, host_facts())
+        self.notes += kuberay.preflight_specs(self, host_facts())
         self._phase("preflight", started, "image tags and node selectors")
         started = time.monotonic()
         self._kuberay = kuberay.KubeRayCluster.create(self)
-        self._phase("provisioning", started, f"{self.namespace}/{self.name}")
+        self._phase("provisioning", started, f"{self.namespace}/{self.name} {self._kuberay.applied}")
         started = time.monotonic()
-        local_port = self._kuberay.client_port()
-        self.dashboard_url = self._kuberay.dashboard_url()
-        self._connect_client("127.0.0.1", local_port)
-        self._phase("connecting", started, f"port-forward 127.0.0.1:{local_port} -> head:10001")
+        if self.use_portforwarding:
+            host, port = "127.0.0.1", self._kuberay.client_port()
+            self.dashboard_url = self._kuberay.dashboard_url()
+            how = f"port-forward 127.0.0.1:{port} -> {self._kuberay.head_pod}:{kuberay.CLIENT_PORT}"
+        else:  # the notebook runs inside the Kubernetes cluster: the head's service
+            host, port = f"{self.name}-head-svc.{self.namespace}.svc.cluster.local", kuberay.CLIENT_PORT
+            self.dashboard_url = f"http://{self.name}-head-svc.{self.namespace}.svc.cluster.local:{kuberay.DASHBOARD_PORT}"
+            how = f"ray://{host}:{port}"
+        self._connect_client(host, port)
+        self._phase("connecting", started, how)
         self._preflight_and_pack(f"KubeRay cluster {self.namespace}/{self.name}")
 
     def _connect_client(self, host: str, port: int) -> None:
@@ -419,7 +434,7 @@ class RayClusterSession:
         if ray.is_initialized():
             ray.shutdown()  # an embedded Ray started by a backfill outside any session
         try:
-            context = ray.init(f"ray://{host}:{port}", **self.ray_init_kwargs)
+            context = self._ray_client_init(ray, host, port)
         except RuntimeError as exc:
             text = str(exc)
             if "version" in text.lower() and "mismatch" in text.lower() or "Python minor versions differ" in text:
@@ -432,6 +447,20 @@ class RayClusterSession:
             raise ClusterError(f"Ray Client at {host}:{port}: {exc}") from None
         self._owns_ray = True
         self.dashboard_url = self.dashboard_url or getattr(context, "dashboard_url", None) or None
+
+    def _ray_client_init(self, ray: Any, host: str, port: int) -> Any:
+        """ray.init over Ray Client, retried once when the server's per-client process fails to start
+        (a race in Ray's client proxier, seen right after a head starts)."""
+        started = time.monotonic()
+        try:
+            return ray.init(f"ray://{host}:{port}", **self.ray_init_kwargs)
+        except ConnectionError as exc:
+            if "Initialization failure from server" not in str(exc) or time.monotonic() - started > self.connect_timeout / 2:
+                raise
+            print(f"geneva: Ray Client at {host}:{port} failed to start a server for this client; retrying once", file=sys.stderr)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            return ray.init(f"ray://{host}:{port}", **self.ray_init_kwargs)
 
     def _preflight_and_pack(self, where: str) -> None:
         import ray
