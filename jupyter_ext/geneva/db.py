@@ -41,7 +41,17 @@ def connect(uri: str | Path) -> Connection:
     if path.exists() and not path.is_dir():
         raise InvalidInputError(f"{path} is a file, not a folder of tables")
     path.mkdir(parents=True, exist_ok=True)
-    return Connection(path)
+    connection = Connection(path)
+    _CURRENT[0] = connection
+    return connection
+
+
+# The connection `%backfill TABLE COLUMN` looks TABLE up in when it is not a variable: the last one opened.
+_CURRENT: list[Connection | None] = [None]
+
+
+def current_connection() -> Connection | None:
+    return _CURRENT[0]
 
 
 def _to_reader(data: Any, schema: pa.Schema | None = None) -> pa.RecordBatchReader:

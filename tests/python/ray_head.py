@@ -63,6 +63,11 @@ class RayHead:
         self.temp_dir = Path("/tmp") / f"gnv-{os.getpid()}-{self.client_port}"
         self.log = tmp / "ray-head.log"
         head_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "VIRTUAL_ENV"))}
+        # Ray's client proxier forks a server per client while gRPC threads run; with gRPC's fork
+        # handlers on, the child sometimes dies in the epoll poller ("Check failed: next_worker->state
+        # == KICKED") and the client waits ~30 s for nothing. The children exec at once: no fork
+        # support is needed. (geneva retries such a failure once; see _mgr._ray_client_init.)
+        head_env["GRPC_ENABLE_FORK_SUPPORT"] = "0"
         head_env.update(env or {})
         head_env["PATH"] = f"{self.venv / 'bin'}:{head_env.get('PATH', '')}"
         with self.log.open("w") as log:
