@@ -47,14 +47,11 @@ def missing_module_hint(exc: ModuleNotFoundError) -> str:
             "(pip install ...) and rerun"
         )
     shipped = env.get("site_packages_shipped", False)
-    return (
-        f"module {name!r} is not importable on the cluster's workers"
-        + (
-            " (the session was entered with skip_site_packages=True, so this environment's packages were not "
-            "shipped): enter the session with skip_site_packages=False, or add it to ray_cluster(pip=[...]), "
-            "or install it in the Ray image"
-            if not shipped
-            else ": it is not installed in this environment either, or it was pinned and the cluster's pip install "
-            "failed; add it to ray_cluster(pip=[...]) or install it in the Ray image"
-        )
+    return f"module {name!r} is not importable on the cluster's workers" + (
+        " (the session was entered with skip_site_packages=True, so this environment's packages were not "
+        "shipped): enter the session with skip_site_packages=False, or add it to ray_cluster(pip=[...]), "
+        "or install it in the Ray image"
+        if not shipped
+        else ": it is not installed in this environment either, or it was pinned and the cluster's pip install "
+        "failed; add it to ray_cluster(pip=[...]) or install it in the Ray image"
     )

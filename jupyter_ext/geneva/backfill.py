@@ -268,6 +268,7 @@ class Job:
         self._mark_computed = mark_computed
         self._computed = computed
         self._cancel = threading.Event()
+        self._cancel_reason = "cancelled"
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._result: BackfillResult | None = None
@@ -296,8 +297,9 @@ class Job:
         with self._lock:
             return self._progress
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
         """Stop: cancels the Ray tasks, keeps checkpoints, commits nothing more."""
+        self._cancel_reason = reason or "cancelled"
         self._cancel.set()
 
     def result(self, timeout: float | None = None) -> BackfillResult:
@@ -426,7 +428,10 @@ class Job:
         try:
             while queue or inflight:
                 if self._cancel.is_set():
-                    raise BackfillCancelled(f"backfill {self.job_id} of {self.column!r} cancelled; checkpoints kept")
+                    raise BackfillCancelled(
+                        f"backfill {self.job_id} of {self.column!r} {self._cancel_reason}; checkpoints kept, "
+                        "so a rerun resumes"
+                    )
                 while queue and len(inflight) < opts.concurrency:
                     task = queue.popleft()
                     ref = remote.remote(self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error, env)

@@ -94,8 +94,15 @@ def _clusters_list(args: argparse.Namespace) -> int:
         return 0
     for c in clusters:
         age = f"{c['age_seconds'] / 3600:.1f} h" if c["age_seconds"] is not None else "?"
-        expired = "  EXPIRED (python -m geneva clusters delete " + c["name"] + f" -n {c['namespace']})" if c["expired"] else ""
-        print(f"{c['namespace']}/{c['name']}  user {c['user']}  session {c['session']}  age {age}  {c['state'] or ''}{expired}")
+        expired = (
+            "  EXPIRED (python -m geneva clusters delete " + c["name"] + f" -n {c['namespace']})"
+            if c["expired"]
+            else ""
+        )
+        print(
+            f"{c['namespace']}/{c['name']}  user {c['user']}  session {c['session']}  age {age}  "
+            f"{c['state'] or ''}{expired}"
+        )
     return 0
 
 
@@ -108,7 +115,9 @@ def _clusters_delete(args: argparse.Namespace) -> int:
     except GenevaError as exc:
         print(f"python -m geneva clusters delete: {exc}", file=sys.stderr)
         return 1
-    print(f"deleted RayCluster {args.namespace}/{args.name}" if deleted else f"no RayCluster {args.namespace}/{args.name}")
+    print(
+        f"deleted RayCluster {args.namespace}/{args.name}" if deleted else f"no RayCluster {args.namespace}/{args.name}"
+    )
     return 0 if deleted else 1
 
 

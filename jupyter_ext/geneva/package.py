@@ -262,11 +262,16 @@ class PackPlan:
         self.manifest = manifest
 
     def _layer_lines(self) -> list[tuple[str, int, int, int]]:
-        return [(layer["name"], layer["files"], layer["bytes"], len(layer["shards"])) for layer in self.manifest["layers"]]
+        return [
+            (layer["name"], layer["files"], layer["bytes"], len(layer["shards"])) for layer in self.manifest["layers"]
+        ]
 
     def __repr__(self) -> str:
         lines = [f"environment {self.manifest['digest']}: {len(self.manifest['layers'])} layers"]
-        lines += [f"  {name}: {files} files, {_human(size)}, {shards} shards" for name, files, size, shards in self._layer_lines()]
+        lines += [
+            f"  {name}: {files} files, {_human(size)}, {shards} shards"
+            for name, files, size, shards in self._layer_lines()
+        ]
         if self.manifest["pins"]:
             lines.append("  pins: " + ", ".join(self.manifest["pins"]))
         if self.manifest["secrets_left_out"]:

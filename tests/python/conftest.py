@@ -8,8 +8,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import pyarrow as pa
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 

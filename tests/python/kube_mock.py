@@ -31,7 +31,14 @@ def _now() -> str:
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     return web.json_response(body, status=code)
 
 
@@ -102,7 +109,9 @@ class KubeMock:
                     "kind": "Config",
                     "clusters": [{"name": "mock", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
                     "users": [{"name": "mock", "user": {}}],
-                    "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "mock", "namespace": "default"}}],
+                    "contexts": [
+                        {"name": "mock", "context": {"cluster": "mock", "user": "mock", "namespace": "default"}}
+                    ],
                     "current-context": "mock",
                 }
             )
@@ -122,7 +131,11 @@ class KubeMock:
                 "namespace": ns,
                 "uid": f"uid-{pod_name}",
                 "creationTimestamp": _now(),
-                "labels": {**template["metadata"].get("labels", {}), "ray.io/cluster": name, "ray.io/node-type": "head"},
+                "labels": {
+                    **template["metadata"].get("labels", {}),
+                    "ray.io/cluster": name,
+                    "ray.io/node-type": "head",
+                },
             },
             "spec": copy.deepcopy(template["spec"]),
             "status": {
@@ -166,7 +179,9 @@ class KubeMock:
                         "restartCount": 0,
                         "image": image,
                         "imageID": "",
-                        "state": {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}},
+                        "state": {
+                            "waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+                        },
                     }
                 ],
             }
@@ -194,7 +209,9 @@ class KubeMock:
         """The head pod is replaced (new name); open port-forwards to the old one are cut."""
 
         async def restart() -> str:
-            old = [k for k, p in self.pods.items() if k[0] == ns and p["metadata"]["labels"].get("ray.io/cluster") == name]
+            old = [
+                k for k, p in self.pods.items() if k[0] == ns and p["metadata"]["labels"].get("ray.io/cluster") == name
+            ]
             for key in old:
                 self.pods.pop(key)
                 for ws in self._sockets.pop(key[1], []):
@@ -211,7 +228,8 @@ class KubeMock:
         items = [
             c
             for (cns, _), c in self.clusters.items()
-            if (ns is None or cns == ns) and _matches(c["metadata"].get("labels", {}), request.query.get("labelSelector"))
+            if (ns is None or cns == ns)
+            and _matches(c["metadata"].get("labels", {}), request.query.get("labelSelector"))
         ]
         return web.json_response({"apiVersion": "ray.io/v1", "kind": "RayClusterList", "metadata": {}, "items": items})
 
@@ -222,7 +240,9 @@ class KubeMock:
         self.calls.append(("create", name))
         if (ns, name) in self.clusters:
             return _status(409, "AlreadyExists", f'rayclusters.ray.io "{name}" already exists')
-        body["metadata"].update(namespace=ns, uid=f"uid-{name}", resourceVersion="1", creationTimestamp=_now(), generation=1)
+        body["metadata"].update(
+            namespace=ns, uid=f"uid-{name}", resourceVersion="1", creationTimestamp=_now(), generation=1
+        )
         self.clusters[(ns, name)] = body
         self._head_pod(ns, body)
         return web.json_response(body, status=201)
@@ -245,7 +265,9 @@ class KubeMock:
             return _status(415, "UnsupportedMediaType", f"unsupported patch type {request.content_type}")
         _merge(cluster, await request.json())
         cluster["metadata"]["generation"] = cluster["metadata"].get("generation", 1) + 1
-        if not any(p["metadata"]["labels"].get("ray.io/cluster") == name for (pns, _), p in self.pods.items() if pns == ns):
+        if not any(
+            p["metadata"]["labels"].get("ray.io/cluster") == name for (pns, _), p in self.pods.items() if pns == ns
+        ):
             self._head_pod(ns, cluster)
         return web.json_response(cluster)
 
@@ -255,14 +277,18 @@ class KubeMock:
         cluster = self.clusters.pop((ns, name), None)
         if cluster is None:
             return _status(404, "NotFound", f'rayclusters.ray.io "{name}" not found')
-        for key in [k for k, p in self.pods.items() if k[0] == ns and p["metadata"]["labels"].get("ray.io/cluster") == name]:
+        for key in [
+            k for k, p in self.pods.items() if k[0] == ns and p["metadata"]["labels"].get("ray.io/cluster") == name
+        ]:
             self.pods.pop(key)
         return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}})
 
     async def list_pods(self, request: web.Request) -> web.Response:
         ns = request.match_info["ns"]
         items = [
-            p for (pns, _), p in self.pods.items() if pns == ns and _matches(p["metadata"]["labels"], request.query.get("labelSelector"))
+            p
+            for (pns, _), p in self.pods.items()
+            if pns == ns and _matches(p["metadata"]["labels"], request.query.get("labelSelector"))
         ]
         return web.json_response({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
 

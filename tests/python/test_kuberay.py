@@ -9,18 +9,17 @@ import json
 import platform
 from pathlib import Path
 
+import geneva
 import pyarrow as pa
 import pytest
 import yaml
 from conftest import run_geneva
-from kube_mock import KubeMock
-from ray_head import free_port
-
-import geneva
 from geneva.exceptions import ClusterError, ClusterMismatchError, InvalidInputError
 from geneva.runners import _mgr as mgr2
 from geneva.runners.ray import _mgr
 from geneva.runners.ray.raycluster import ExitMode, _HeadGroupSpec, _WorkerGroupSpec
+from kube_mock import KubeMock
+from ray_head import free_port
 
 CRD = Path(__file__).resolve().parents[1] / "data" / "kuberay" / "ray.io_rayclusters.yaml"
 RAY = __import__("ray").__version__
@@ -106,7 +105,9 @@ def doubled(x: int) -> int:
 def test_create_wait_forward_backfill_restart_and_delete(kube, workspace):
     tbl = workspace
     tbl.add_columns({"doubled": doubled})
-    session = _mgr.ray_cluster(**docs_example(name="geneva-e2e", namespace="ml", skip_site_packages=True, wait_timeout=30))
+    session = _mgr.ray_cluster(
+        **docs_example(name="geneva-e2e", namespace="ml", skip_site_packages=True, wait_timeout=30)
+    )
     with session:
         assert ("ml", "geneva-e2e") in kube.clusters
         assert [p.name for p in session.phases][:3] == ["preflight", "provisioning", "connecting"]
@@ -126,7 +127,9 @@ def test_existing_cluster_is_patched_and_retained(kube, workspace):
     with ours:
         pass
     assert ("create", "geneva-keep") in kube.calls and ("geneva", "geneva-keep") in kube.clusters
-    again = _mgr.ray_cluster(**docs_example(name="geneva-keep", skip_site_packages=True, exit_mode=None, on_exit="retain"))
+    again = _mgr.ray_cluster(
+        **docs_example(name="geneva-keep", skip_site_packages=True, exit_mode=None, on_exit="retain")
+    )
     with again:
         pass
     assert ("patch", "geneva-keep") in kube.calls

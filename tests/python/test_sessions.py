@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
+import geneva
 import pyarrow as pa
 import pytest
-
-import geneva
 from geneva.exceptions import ClusterError, InvalidInputError, SessionActiveError, UdfError
 from geneva.runners.ray import _mgr
 from geneva.runners.ray._mgr import ray_cluster
@@ -59,9 +58,11 @@ def test_skip_site_packages_names_the_missing_module_and_the_fix(head, workspace
     tbl = workspace
     tbl.add_columns({"label": label})
     version = tbl.version
-    with ray_cluster(addr=head.addr, skip_site_packages=True, use_portforwarding=False):
-        with pytest.raises(UdfError) as err:
-            tbl.backfill("label")
+    with (
+        ray_cluster(addr=head.addr, skip_site_packages=True, use_portforwarding=False),
+        pytest.raises(UdfError) as err,
+    ):
+        tbl.backfill("label")
     message = str(err.value)
     assert "'humanize'" in message
     assert "skip_site_packages=False" in message

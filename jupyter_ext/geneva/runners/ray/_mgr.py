@@ -125,7 +125,8 @@ class PlatformReport:
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td>{escape(f.name)}</td><td>{escape(f.here)}</td><td>{escape(f.there)}</td>"
-            f"<td style='text-align:left;color:{'inherit' if f.same else '#9a6700'}'>{escape(f.effect or 'same')}</td></tr>"
+            f"<td style='text-align:left;color:{'inherit' if f.same else '#9a6700'}'>"
+            f"{escape(f.effect or 'same')}</td></tr>"
             for f in self.facts
         )
         return (
@@ -189,7 +190,9 @@ def compare(here: dict[str, str], there: dict[str, str]) -> PlatformReport:
         "pyarrow": "values cross as Arrow: usually fine, same version is safest",
     }
     facts = [
-        Fact(name, here.get(name, "-"), there.get(name, "-"), "" if here.get(name) == there.get(name) else effects[name])
+        Fact(
+            name, here.get(name, "-"), there.get(name, "-"), "" if here.get(name) == there.get(name) else effects[name]
+        )
         for name in ("os", "arch", "libc", "python", "ray", "geneva", "pyarrow")
     ]
     return PlatformReport(facts, there.get("target", "?"))
@@ -215,7 +218,7 @@ def check_versions(here: dict[str, str], there: dict[str, str], where: str) -> N
 class RayClusterSession:
     """One cluster, entered once. See the module docstring."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - every parameter is checked here, before anything starts
         self,
         addr: str | None = None,
         name: str | None = None,
@@ -252,7 +255,8 @@ class RayClusterSession:
         if pip is not None and (not isinstance(pip, list) or not all(isinstance(p, str) and p.strip() for p in pip)):
             raise InvalidInputError(f"pip={pip!r}: expected a list of requirement strings, e.g. ['humanize==4.9.0']")
         if extra_env is not None and (
-            not isinstance(extra_env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra_env.items())
+            not isinstance(extra_env, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra_env.items())
         ):
             raise InvalidInputError("extra_env=...: expected a dict of strings, e.g. {'HF_HOME': '/cache/hf'}")
         if ray_init_kwargs is not None and not isinstance(ray_init_kwargs, dict):
@@ -262,7 +266,9 @@ class RayClusterSession:
         if not isinstance(wait_timeout, (int, float)) or isinstance(wait_timeout, bool) or wait_timeout <= 0:
             raise InvalidInputError(f"wait_timeout={wait_timeout!r}: expected a number of seconds > 0")
         if dry_run and not kuberay:
-            raise InvalidInputError("dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)")
+            raise InvalidInputError(
+                "dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)"
+            )
 
         self.kind = "kuberay" if kuberay else ("client" if addr is not None else "local")
         self.addr = addr.removeprefix("ray://") if addr else None
@@ -274,8 +280,12 @@ class RayClusterSession:
         self.use_portforwarding = bool(use_portforwarding) if use_portforwarding is not None else kuberay
         self.pip = list(pip or [])
         self.exit_mode = ExitMode.of(exit_mode if exit_mode is not None else on_exit or ExitMode.DELETE)
-        self.head_group = head_group if isinstance(head_group, _HeadGroupSpec) or head_group is None else _HeadGroupSpec(**head_group)
-        self.worker_groups = [g if isinstance(g, _WorkerGroupSpec) else _WorkerGroupSpec(**g) for g in worker_groups or []]
+        self.head_group = (
+            head_group if isinstance(head_group, _HeadGroupSpec) or head_group is None else _HeadGroupSpec(**head_group)
+        )
+        self.worker_groups = [
+            g if isinstance(g, _WorkerGroupSpec) else _WorkerGroupSpec(**g) for g in worker_groups or []
+        ]
         self.extra_env = dict(extra_env or {})
         self.ray_init_kwargs = dict(ray_init_kwargs or {})
         self.dry_run = dry_run
@@ -286,6 +296,8 @@ class RayClusterSession:
 
         self.session_id = new_session_id()
         self.notes: list[str] = []
+        self.magic_params: dict[str, Any] | None = None  # the %%geneva_cluster body that entered it
+        self.listeners: list[Any] = []  # called with the session after each phase (live displays)
 
         self.state = "new"  # new -> entering -> active -> exited | failed
         self.phases: list[Phase] = []
@@ -314,7 +326,9 @@ class RayClusterSession:
                     "(in a notebook: %geneva_cluster exit, or %%geneva_cluster --force)"
                 )
             if self.state != "new":
-                raise InvalidInputError(f"this session was already {self.state}; create a new one with ray_cluster(...)")
+                raise InvalidInputError(
+                    f"this session was already {self.state}; create a new one with ray_cluster(...)"
+                )
             self.state = "entering"
             _ACTIVE.append(self)
         try:
@@ -381,6 +395,9 @@ class RayClusterSession:
     # -- entering -------------------------------------------------------------------------
     def _phase(self, name: str, started: float, detail: str = "") -> None:
         self.phases.append(Phase(name, time.monotonic() - started, detail))
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                listener(self)
 
     def _enter_local(self) -> None:
         import ray
@@ -419,7 +436,9 @@ class RayClusterSession:
             how = f"port-forward 127.0.0.1:{port} -> {self._kuberay.head_pod}:{kuberay.CLIENT_PORT}"
         else:  # the notebook runs inside the Kubernetes cluster: the head's service
             host, port = f"{self.name}-head-svc.{self.namespace}.svc.cluster.local", kuberay.CLIENT_PORT
-            self.dashboard_url = f"http://{self.name}-head-svc.{self.namespace}.svc.cluster.local:{kuberay.DASHBOARD_PORT}"
+            self.dashboard_url = (
+                f"http://{self.name}-head-svc.{self.namespace}.svc.cluster.local:{kuberay.DASHBOARD_PORT}"
+            )
             how = f"ray://{host}:{port}"
         self._connect_client(host, port)
         self._phase("connecting", started, how)
@@ -437,7 +456,7 @@ class RayClusterSession:
             context = self._ray_client_init(ray, host, port)
         except RuntimeError as exc:
             text = str(exc)
-            if "version" in text.lower() and "mismatch" in text.lower() or "Python minor versions differ" in text:
+            if ("version" in text.lower() and "mismatch" in text.lower()) or "Python minor versions differ" in text:
                 raise ClusterMismatchError(
                     f"{text.strip()}\nFix: run a Ray image with this kernel's Python minor version and Ray version "
                     "(or a kernel matching the cluster)"
@@ -457,7 +476,10 @@ class RayClusterSession:
         except ConnectionError as exc:
             if "Initialization failure from server" not in str(exc):
                 raise
-            print(f"geneva: Ray Client at {host}:{port} failed to start a server for this client; retrying once", file=sys.stderr)
+            print(
+                f"geneva: Ray Client at {host}:{port} failed to start a server for this client; retrying once",
+                file=sys.stderr,
+            )
             with contextlib.suppress(Exception):
                 ray.shutdown()
             return ray.init(f"ray://{host}:{port}", **self.ray_init_kwargs)
@@ -468,7 +490,9 @@ class RayClusterSession:
         started = time.monotonic()
         here = host_facts()
         try:
-            there = ray.get(ray.remote(num_cpus=0, max_retries=0)(_probe).remote(), timeout=max(30.0, self.connect_timeout))
+            there = ray.get(
+                ray.remote(num_cpus=0, max_retries=0)(_probe).remote(), timeout=max(30.0, self.connect_timeout)
+            )
         except ray.exceptions.GetTimeoutError:
             raise ClusterError(
                 f"{where} ran no task within {max(30.0, self.connect_timeout):.0f} s: it has no free worker; "
@@ -619,7 +643,8 @@ def _check_reachable(host: str, port: int, timeout: float) -> None:
         raise ClusterError(f"cannot resolve {host!r} (from addr): {exc.strerror or exc}; check the host name") from None
     except TimeoutError:
         raise ClusterError(
-            f"no answer from {host}:{port} within {timeout:.0f} s: is the head running and the port reachable from here "
+            f"no answer from {host}:{port} within {timeout:.0f} s: is the head running and the port reachable "
+            "from here "
             "(firewall, VPN, or use KubeRay's port-forwarding)?"
         ) from None
     except OSError as exc:

@@ -81,9 +81,10 @@ def _check_name(name: str | None, namespace: str) -> None:
 
 def preflight_specs(session: RayClusterSession, here: dict[str, str]) -> list[str]:
     """Before creating: refuse images whose tags name another Ray or Python version; note architectures."""
-    groups = [("head_group", session.head_group or _HeadGroupSpec()), *(
-        (f"worker group {g.name!r}", g) for g in session.worker_groups
-    )]
+    groups = [
+        ("head_group", session.head_group or _HeadGroupSpec()),
+        *((f"worker group {g.name!r}", g) for g in session.worker_groups),
+    ]
     py_here = ".".join(here["python"].split(".")[:2])
     notes = []
     for label, group in groups:
@@ -163,7 +164,9 @@ def list_clusters(namespace: str | None = None) -> list[dict[str, Any]]:
         created = c.get("created")
         age = None
         if created:
-            age = (now - datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)).total_seconds()
+            age = (
+                now - datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+            ).total_seconds()
         c["age_seconds"] = age
         c["expired"] = age is not None and c.get("ttl_seconds") is not None and age > c["ttl_seconds"]
     return clusters

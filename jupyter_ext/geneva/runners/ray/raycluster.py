@@ -89,7 +89,9 @@ class _GroupSpec:
         check_keywords(owner, kwargs, self.FIELDS)
         self.image: str | None = kwargs.get("image")
         if self.image is not None and (not isinstance(self.image, str) or not self.image.strip() or " " in self.image):
-            raise InvalidInputError(f"{owner}(image={self.image!r}): expected an image reference like rayproject/ray:2.60.0-py311")
+            raise InvalidInputError(
+                f"{owner}(image={self.image!r}): expected an image reference like rayproject/ray:2.60.0-py311"
+            )
         self.num_cpus = _quantity(owner, "num_cpus", kwargs.get("num_cpus"))
         self.memory = _quantity(owner, "memory", kwargs.get("memory"))
         gpus = kwargs.get("num_gpus")
@@ -162,7 +164,8 @@ class _WorkerGroupSpec(_GroupSpec):
         hi = given.get("max_replicas", max(replicas, lo))
         if not lo <= replicas <= hi:
             raise InvalidInputError(
-                f"{owner}(name={self.name!r}): need min_replicas <= replicas <= max_replicas, got {lo} <= {replicas} <= {hi}"
+                f"{owner}(name={self.name!r}): need min_replicas <= replicas <= max_replicas, "
+                f"got {lo} <= {replicas} <= {hi}"
             )
         self.replicas, self.min_replicas, self.max_replicas = replicas, lo, hi
 
