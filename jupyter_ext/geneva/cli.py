@@ -58,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--json", action="store_true", help="print the manifest as JSON")
     pack.set_defaults(run=_env_pack)
 
+    jupyter = commands.add_parser("jupyter", help="load geneva in every IPython kernel (hosted JupyterHub images)")
+    jupyter_commands = jupyter.add_subparsers(dest="jupyter_command", metavar="JUPYTER_COMMAND", required=True)
+    for name, helptext in (("enable", "load the extension in every kernel"), ("disable", "undo enable")):
+        sub = jupyter_commands.add_parser(
+            name,
+            help=helptext,
+            description=f"{helptext.capitalize()}: edits the extensions list of an IPython config file "
+            "(ipython_config.json), which terminal IPython and ipykernel both read.",
+        )
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--user", action="store_true", help="~/.ipython/profile_default (the default)")
+        where.add_argument("--sys-prefix", action="store_true", help="this environment: <sys.prefix>/etc/ipython")
+        sub.set_defaults(run=_jupyter_toggle, enable=name == "enable")
+
     clusters = commands.add_parser("clusters", help="KubeRay clusters geneva created (find and remove orphans)")
     cluster_commands = clusters.add_subparsers(dest="clusters_command", metavar="CLUSTERS_COMMAND", required=True)
     listing = cluster_commands.add_parser(
@@ -73,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--namespace", "-n", metavar="NS", default="default")
     delete.set_defaults(run=_clusters_delete)
     return parser
+
+
+def _jupyter_toggle(args: argparse.Namespace) -> int:
+    from geneva.jupyter import config_file, set_enabled
+
+    path = config_file(sys_prefix=args.sys_prefix)
+    changed = set_enabled(path, args.enable)
+    state = "loads" if args.enable else "no longer loads"
+    print(f"{path}: IPython {state} geneva in every kernel" + ("" if changed else " (already so)"))
+    return 0
 
 
 def _clusters_list(args: argparse.Namespace) -> int:

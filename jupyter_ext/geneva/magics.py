@@ -89,7 +89,7 @@ class GenevaMagics(Magics):
             worker_groups:
               - {name: cpu, num_cpus: 8, memory: 16Gi, replicas: 2}
 
-        Rerunning the same cell is a no-op. A changed body refuses unless --force, which
+        ``${NAME}`` is replaced by the environment variable NAME. Rerunning the same cell is a no-op. A changed body refuses unless --force, which
         exits the active session first. Line form: %geneva_cluster status | exit | dashboard.
         """
         args = _parse_posix(self.geneva_cluster, line)
@@ -298,6 +298,7 @@ def parse_cluster_yaml(body: str) -> dict[str, Any]:
 
     if not body.strip():
         return {}
+    body = _expand_env(body)
     try:
         node = yaml.compose(body, Loader=yaml.SafeLoader)
         data = yaml.safe_load(body)
@@ -365,3 +366,17 @@ def _parse_posix(magic: Any, line: str) -> Any:
     except ValueError as exc:
         raise UsageError(f"{line!r}: {exc}") from None
     return magic.parser.parse_args(argv)
+
+
+def _expand_env(body: str) -> str:
+    """``${NAME}`` in the body is the environment variable NAME (shared notebooks, hosted images)."""
+    import os
+    import re
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise UsageError(f"%%geneva_cluster: ${{{name}}} is not set in the kernel's environment")
+        return os.environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value, body)

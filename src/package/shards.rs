@@ -125,6 +125,8 @@ pub fn extract(zip_path: &Path, cache_dir: &Path) -> Result<PathBuf, PackageErro
     }
     let tmp = cache_dir.join(format!("{stem}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
+    // Created up front: an empty layer (a workspace with nothing to ship) is an empty folder.
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let file = File::open(zip_path).map_err(io(zip_path))?;
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| PackageError::Io { path: zip_path.display().to_string(), source: e.into() })?;

@@ -150,3 +150,38 @@ def test_magics_have_real_help_and_traitlets(gip):
     gip.run_line_magic("config", "GenevaMagics.progress_interval = 0.25")
     assert magics.progress_interval == 0.25
     assert isinstance(magics, GenevaMagics)
+
+
+def test_jupyter_enable_loads_geneva_in_a_fresh_ipython(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}
+    config = tmp_path / "ipython" / "profile_default" / "ipython_config.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"InteractiveShellApp": {"extensions": ["autoreload"]}}))
+
+    def geneva_cli(*args):
+        return subprocess.run([sys.executable, "-m", "geneva", *args], env=env, capture_output=True, text=True, check=True)
+
+    def loaded() -> str:
+        code = "import sys; print('geneva' in get_ipython().extension_manager.loaded)"
+        out = subprocess.run(
+            [sys.executable, "-m", "IPython", "--no-banner", "--colors=NoColor", "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    assert loaded() == "False"
+    assert "loads geneva" in geneva_cli("jupyter", "enable", "--user").stdout
+    assert json.loads(config.read_text())["InteractiveShellApp"]["extensions"] == ["autoreload", "geneva"]
+    assert loaded() == "True"
+    assert "already so" in geneva_cli("jupyter", "enable").stdout
+    geneva_cli("jupyter", "disable", "--user")
+    assert json.loads(config.read_text())["InteractiveShellApp"]["extensions"] == ["autoreload"]
+    assert loaded() == "False"

@@ -208,3 +208,14 @@ def test_cli_pack_bad_target_exits_2() -> None:
     result = run_geneva("env", "pack", "--target", "nonsense", "--skip-site-packages")
     assert result.returncode == 2
     assert "PLATFORM-PYTHON" in result.stderr
+
+
+def test_an_empty_layer_extracts_to_an_empty_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    manifest = geneva.package.pack(
+        upload_dir=tmp_path / "zips", workspace=[("workspace", empty)], site_packages=[], skip_site_packages=True
+    )
+    (shard,) = manifest["layers"][0]["shards"]
+    folder = geneva.package.extract_layer(shard["uri"], tmp_path / "extract")
+    assert folder.is_dir() and list(folder.iterdir()) == []

@@ -47,8 +47,9 @@ def text(p: Progress, table: str = "") -> str:
     done = p.rows_done + p.rows_resumed
     line = (
         f"backfill {table + '.' if table else ''}{p.column} [{p.stage}] {pct:5.1f}%  {done:,}/{p.rows_total:,} rows"
-        f"  {p.rows_per_second:,.0f} rows/s  ETA {_duration(p.eta_seconds)}"
-        f"  fragments {p.fragments_committed}/{p.fragments_total}"
+        f"  {p.rows_per_second:,.0f} rows/s  "
+        + (f"in {_duration(p.seconds)}" if p.stage in COLOURS else f"ETA {_duration(p.eta_seconds)}")
+        + f"  fragments {p.fragments_committed}/{p.fragments_total}"
     )
     if p.rows_failed:
         line += f"  failed {p.rows_failed:,}"
