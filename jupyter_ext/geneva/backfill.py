@@ -211,6 +211,10 @@ def start(
     session = active_session()
     if session is not None:
         session.track(job)
+    # Ray is started (or the session's checked) here, in the caller's thread: an embedded Ray
+    # started from a job's own thread is tied to it, and the process crashed once that thread
+    # had ended and the next job used Ray (seen in a kernel: one async job, then another).
+    _ensure_ray()
     if wait:
         job._run()
     else:

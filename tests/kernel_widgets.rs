@@ -1,0 +1,165 @@
+//! The notebook experience in a real ipykernel: the quickstart's cells run as a
+//! notebook runs them; `%backfill` opens a widget comm and streams progress over it;
+//! the final state replaces the live widget; an interrupt cancels the job and leaves
+//! the table as it was.
+
+mod kernel;
+
+use jupyter_protocol::{JupyterMessageContent, ReplyStatus, Stdio};
+use kernel::{Execution, Kernel};
+use std::time::{Duration, Instant};
+
+/// Code cells of notebooks/quickstart.ipynb, in order.
+fn quickstart_cells() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("notebooks/quickstart.ipynb");
+    let nb: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    nb["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cell_type"] == "code")
+        .map(|c| match &c["source"] {
+            serde_json::Value::Array(lines) => lines.iter().map(|l| l.as_str().unwrap()).collect(),
+            other => other.as_str().unwrap().to_owned(),
+        })
+        .collect()
+}
+
+/// (comm ids opened for ipywidgets HTML models, HTML values sent over them in order).
+fn widget_values(run: &Execution) -> (Vec<String>, Vec<String>) {
+    let mut comms = Vec::new();
+    let mut values = Vec::new();
+    for msg in &run.iopub {
+        match &msg.content {
+            JupyterMessageContent::CommOpen(open)
+                if open.target_name == "jupyter.widget"
+                    && open.data["state"]["_model_name"] == "HTMLModel" =>
+            {
+                comms.push(open.comm_id.0.clone());
+                if let Some(v) = open.data["state"]["value"].as_str() {
+                    values.push(v.to_owned());
+                }
+            }
+            JupyterMessageContent::CommMsg(m) if comms.contains(&m.comm_id.0) => {
+                if let Some(v) = m.data.get("state").and_then(|s| s["value"].as_str()) {
+                    values.push(v.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    (comms, values)
+}
+
+/// `data-percent='NN'` and the stage of a progress HTML.
+fn percent_and_stage(html: &str) -> (u32, String) {
+    let attr = |name: &str| {
+        let start = html.find(&format!("{name}='")).map(|i| i + name.len() + 2).unwrap();
+        html[start..].split('\'').next().unwrap().to_owned()
+    };
+    (attr("data-percent").parse().unwrap(), attr("data-stage"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_backfills_stream_progress_over_a_widget_and_interrupts_cancel() {
+    let mut kernel = Kernel::launch().await.expect("launch kernel");
+    for cell in quickstart_cells() {
+        let run = kernel.execute_with_timeout(&cell, Duration::from_secs(300)).await.expect("execute");
+        run.assert_ok();
+        if cell.starts_with("%backfill") {
+            let (comms, values) = widget_values(&run);
+            assert_eq!(comms.len(), 1, "one widget per %backfill: {cell}");
+            let last = values.last().expect("widget values");
+            assert_eq!(percent_and_stage(last), (100, "done".to_owned()), "{cell}");
+            // The output is finally replaced by static HTML (kept in saved notebooks).
+            let finals: Vec<_> = run
+                .iopub
+                .iter()
+                .filter_map(|m| match &m.content {
+                    JupyterMessageContent::UpdateDisplayData(d) => Some(d),
+                    _ => None,
+                })
+                .collect();
+            let last_update = finals.last().expect("update_display_data with the final state");
+            let (plain, html) = kernel::plain_and_html(&last_update.data);
+            assert!(plain.unwrap().contains("[done] 100.0%"), "{plain:?}");
+            assert!(html.unwrap().contains("data-stage='done'"));
+        }
+    }
+
+    // A deliberately slow UDF: the widget reports at least 3 growing states while it runs.
+    let setup = r#"
+import time
+slow_tbl = db.create_table("slow", pa.table({"id": pa.array(range(3000), pa.int64())}))
+
+@geneva.udf(data_type=pa.int64())
+def slow_id(id: int) -> int:
+    time.sleep(0.002)
+    with open("calls", "a") as f:
+        f.write("1\n")
+    return id
+
+slow_tbl.add_columns({"slow_id": slow_id})
+"#;
+    kernel.execute(setup).await.expect("execute").assert_ok();
+    let run = kernel
+        .execute_with_timeout("%backfill slow_tbl slow_id --checkpoint-size 100 --concurrency 8", Duration::from_secs(300))
+        .await
+        .expect("execute");
+    run.assert_ok();
+    let (_, values) = widget_values(&run);
+    let states: Vec<(u32, String)> = values.iter().map(|v| percent_and_stage(v)).collect();
+    let running: Vec<u32> = states.iter().filter(|(_, s)| s == "running").map(|(p, _)| *p).collect();
+    let mut distinct = running.clone();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "at least 3 progress updates while running: {states:?}");
+    assert!(states.windows(2).all(|w| w[0].0 <= w[1].0), "progress never goes back: {states:?}");
+    assert_eq!(states.last().unwrap(), &(100, "done".to_owned()));
+    assert!(values.last().unwrap().contains("3,000 / 3,000 rows"), "{}", values.last().unwrap());
+
+    // Interrupting a blocking %backfill: the cell ends, the job is cancelled, the table unchanged.
+    let setup = r#"
+stop_tbl = db.create_table("stop", pa.table({"id": pa.array(range(4000), pa.int64())}))
+
+@geneva.udf(data_type=pa.int64())
+def slower(id: int) -> int:
+    time.sleep(0.003)
+    with open("calls2", "a") as f:
+        f.write("1\n")
+    return id
+
+stop_tbl.add_columns({"slower": slower})
+stop_version = stop_tbl.version
+"#;
+    kernel.execute(setup).await.expect("execute").assert_ok();
+    let id = kernel
+        .send_execute("print('started', flush=True)\n%backfill stop_tbl slower --checkpoint-size 100 --concurrency 2")
+        .await
+        .expect("send");
+    kernel.wait_for_output(&id, "started", Duration::from_secs(60)).await.expect("cell started");
+    let calls = || std::fs::read_to_string(kernel.cwd().join("calls2")).map(|t| t.lines().count()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while calls() < 300 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if calls() < 300 {
+        let run = kernel.collect(&id, Duration::from_secs(5)).await;
+        panic!("the backfill did not get going: {run:?}\nstderr: {}", kernel.stderr());
+    }
+    kernel.interrupt().expect("SIGINT");
+    let run = kernel.collect(&id, Duration::from_secs(90)).await.expect("cell ends after the interrupt");
+    assert_eq!(run.reply.status, ReplyStatus::Error);
+    assert_eq!(run.errors().iter().map(|e| e.ename.as_str()).collect::<Vec<_>>(), ["KeyboardInterrupt"]);
+    let (_, values) = widget_values(&run);
+    let (_, stage) = percent_and_stage(values.last().expect("widget values"));
+    assert_eq!(stage, "cancelled");
+    assert!(values.last().unwrap().contains("interrupted"), "{}", values.last().unwrap());
+    let check = kernel
+        .execute("print(stop_tbl.version == stop_version, stop_tbl.count_rows('slower IS NULL'))")
+        .await
+        .expect("execute");
+    check.assert_ok();
+    assert_eq!(check.stream(Stdio::Stdout).trim(), "True 4000");
+
+    assert!(kernel.shutdown(Duration::from_secs(30)).await.expect("shutdown"));
+}
