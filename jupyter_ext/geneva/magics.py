@@ -89,7 +89,8 @@ class GenevaMagics(Magics):
             worker_groups:
               - {name: cpu, num_cpus: 8, memory: 16Gi, replicas: 2}
 
-        ``${NAME}`` is replaced by the environment variable NAME. Rerunning the same cell is a no-op. A changed body refuses unless --force, which
+        ``${NAME}`` is replaced by the environment variable NAME. Rerunning the same cell is a
+        no-op. A changed body refuses unless --force, which
         exits the active session first. Line form: %geneva_cluster status | exit | dashboard.
         """
         args = _parse_posix(self.geneva_cluster, line)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import geneva
 import pyarrow as pa
 import pytest
-from IPython.core.error import UsageError
-from IPython.utils.capture import capture_output
-
-import geneva
 from geneva.runners.ray import _mgr
 from geneva.runners.ray.raycluster import _WorkerGroupSpec
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
 
 
 @pytest.fixture
@@ -164,7 +163,9 @@ def test_jupyter_enable_loads_geneva_in_a_fresh_ipython(tmp_path):
     config.write_text(json.dumps({"InteractiveShellApp": {"extensions": ["autoreload"]}}))
 
     def geneva_cli(*args):
-        return subprocess.run([sys.executable, "-m", "geneva", *args], env=env, capture_output=True, text=True, check=True)
+        return subprocess.run(
+            [sys.executable, "-m", "geneva", *args], env=env, capture_output=True, text=True, check=True
+        )
 
     def loaded() -> str:
         code = "import sys; print('geneva' in get_ipython().extension_manager.loaded)"

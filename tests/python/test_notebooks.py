@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -22,12 +21,18 @@ def outputs(nb: nbformat.NotebookNode) -> str:
     text = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
-            text.append(out.get("text", "") if out.output_type == "stream" else out.get("data", {}).get("text/plain", ""))
+            text.append(
+                out.get("text", "") if out.output_type == "stream" else out.get("data", {}).get("text/plain", "")
+            )
     return "\n".join(text)
 
 
 def test_every_notebook_is_tested():
-    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"quickstart.ipynb", "existing_cluster.ipynb", "kuberay.ipynb"}
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {
+        "quickstart.ipynb",
+        "existing_cluster.ipynb",
+        "kuberay.ipynb",
+    }
 
 
 def test_quickstart(tmp_path):
