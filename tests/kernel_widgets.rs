@@ -32,8 +32,7 @@ fn widget_values(run: &Execution) -> (Vec<String>, Vec<String>) {
     for msg in &run.iopub {
         match &msg.content {
             JupyterMessageContent::CommOpen(open)
-                if open.target_name == "jupyter.widget"
-                    && open.data["state"]["_model_name"] == "HTMLModel" =>
+                if open.target_name == "jupyter.widget" && open.data["state"]["_model_name"] == "HTMLModel" =>
             {
                 comms.push(open.comm_id.0.clone());
                 if let Some(v) = open.data["state"]["value"].as_str() {
@@ -103,7 +102,10 @@ slow_tbl.add_columns({"slow_id": slow_id})
 "#;
     kernel.execute(setup).await.expect("execute").assert_ok();
     let run = kernel
-        .execute_with_timeout("%backfill slow_tbl slow_id --checkpoint-size 100 --concurrency 8", Duration::from_secs(300))
+        .execute_with_timeout(
+            "%backfill slow_tbl slow_id --checkpoint-size 100 --concurrency 8",
+            Duration::from_secs(300),
+        )
         .await
         .expect("execute");
     run.assert_ok();

@@ -73,12 +73,13 @@ impl KubeRay {
     pub async fn apply(&self, manifest: &Value) -> Result<Applied, KubeRayError> {
         let api = self.clusters();
         if api.get_opt(&self.name).await?.is_some() {
-            let patch = serde_json::json!({"metadata": {"labels": manifest["metadata"]["labels"]}, "spec": manifest["spec"]});
+            let patch =
+                serde_json::json!({"metadata": {"labels": manifest["metadata"]["labels"]}, "spec": manifest["spec"]});
             api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             return Ok(Applied::Patched);
         }
-        let object: DynamicObject = serde_json::from_value(manifest.clone())
-            .map_err(|e| KubeRayError::Api(kube::Error::SerdeError(e)))?;
+        let object: DynamicObject =
+            serde_json::from_value(manifest.clone()).map_err(|e| KubeRayError::Api(kube::Error::SerdeError(e)))?;
         api.create(&PostParams::default(), &object).await?;
         Ok(Applied::Created)
     }

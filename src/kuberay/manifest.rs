@@ -201,7 +201,8 @@ mod tests {
     fn head_ports_resources_labels_and_gpus() {
         let m = manifest(&spec());
         let head = &m["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0];
-        let ports: Vec<u64> = head["ports"].as_array().unwrap().iter().map(|p| p["containerPort"].as_u64().unwrap()).collect();
+        let ports: Vec<u64> =
+            head["ports"].as_array().unwrap().iter().map(|p| p["containerPort"].as_u64().unwrap()).collect();
         assert_eq!(ports, [6379, 8265, 10001]);
         assert_eq!(head["resources"]["limits"]["cpu"], "8");
         assert_eq!(head["image"], "rayproject/ray:2.60.0-py311");

@@ -101,9 +101,8 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
     // A file is excluded when it or one of its folders is listed: a set lookup per path
     // component, so leaving out a whole distribution's RECORD (thousands of files) stays cheap.
     let excludes: std::collections::HashSet<&str> = options.exclude.iter().map(|p| p.trim_end_matches('/')).collect();
-    let is_excluded = |path: &str| {
-        excludes.contains(path) || path.match_indices('/').any(|(i, _)| excludes.contains(&path[..i]))
-    };
+    let is_excluded =
+        |path: &str| excludes.contains(path) || path.match_indices('/').any(|(i, _)| excludes.contains(&path[..i]));
     let mut scan = LayerScan::default();
     let mut candidates = Vec::new();
     for entry in walker {

@@ -154,7 +154,9 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in ["manylinux_2_28_x86_64-cp311", "musllinux_1_2_aarch64-cp312", "macosx_14_0_arm64-cp312", "win_amd64-cp311"] {
+        for name in
+            ["manylinux_2_28_x86_64-cp311", "musllinux_1_2_aarch64-cp312", "macosx_14_0_arm64-cp312", "win_amd64-cp311"]
+        {
             let t = TargetPlatform::parse(name).unwrap();
             assert_eq!(TargetPlatform::name_of(&t.platform, &t.python), name);
         }
