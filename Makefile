@@ -65,6 +65,7 @@ bench: setup ## Benchmarks (bench/) on a release build (~35 min to build the fir
 	$(VPY) bench/load_ext.py
 	$(VPY) bench/backfill.py
 	$(VPY) bench/pack.py
+	$(VPY) bench/widgets.py
 
 clean: ## Remove .venv and build outputs (keeps the shared cargo cache)
 	rm -rf $(VENV) build

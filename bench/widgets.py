@@ -12,6 +12,7 @@ update cadence (target: at most ~10 per second).
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -72,10 +73,12 @@ def main() -> None:
                     col = f"{udf}_{mode}_{i}"
                     run(kc, f'tbl.add_columns({{"{col}": {udf}}})')
                     if mode == "plain":
-                        stdout, _ = run(kc, f't0 = time.perf_counter(); tbl.backfill("{col}"); print(time.perf_counter() - t0)')
+                        timed = f't0 = time.perf_counter(); tbl.backfill("{col}"); print(time.perf_counter() - t0)'
+                        stdout, _ = run(kc, timed)
                         plain.append(float(stdout.split()[-1]))
                     else:
-                        stdout, comms = run(kc, f't0 = time.perf_counter()\n%backfill tbl {col}\nprint(time.perf_counter() - t0)')
+                        timed = f"t0 = time.perf_counter()\n%backfill tbl {col}\nprint(time.perf_counter() - t0)"
+                        stdout, comms = run(kc, timed)
                         shown.append(float(stdout.split()[-1]))
                         if len(comms) > 1:
                             span = comms[-1] - comms[0]
@@ -88,10 +91,11 @@ def main() -> None:
         if rates:
             print(f"widget updates: at most {max(rates):.1f} per second (median {statistics.median(rates):.1f})")
         # Cadence under a long job: a slow UDF, 4 s of work.
-        run(kc, '@geneva.udf(data_type=pa.int64())\ndef slow(x: int) -> int:\n    time.sleep(0.0004)\n    return x\n')
-        run(kc, 'small = db.create_table("s", pa.table({"x": pa.array(range(20000), pa.int64())}))\nsmall.add_columns({"slow": slow})')
+        run(kc, "@geneva.udf(data_type=pa.int64())\ndef slow(x: int) -> int:\n    time.sleep(0.0004)\n    return x\n")
+        run(kc, 'small = db.create_table("s", pa.table({"x": pa.array(range(20000), pa.int64())}))')
+        run(kc, 'small.add_columns({"slow": slow})')
         _, comms = run(kc, "%backfill small slow --checkpoint-size 500 --concurrency 16")
-        gaps = [b - a for a, b in zip(comms, comms[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(comms)]
         if gaps:
             print(
                 f"slow job ({len(comms)} widget updates over {comms[-1] - comms[0]:.1f} s): "
