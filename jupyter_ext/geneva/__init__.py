@@ -61,15 +61,19 @@ def host_platform() -> HostPlatform:
 
 def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext geneva``: registers geneva's magics."""
-    from geneva.magics import GenevaMagics
+    from geneva.magics import GenevaMagics, empty_cluster_body
 
     ipython.register_magics(GenevaMagics)
+    if empty_cluster_body not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(empty_cluster_body)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Called by ``%unload_ext geneva``: removes geneva's magics."""
-    from geneva.magics import GenevaMagics
+    from geneva.magics import GenevaMagics, empty_cluster_body
 
+    if empty_cluster_body in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.remove(empty_cluster_body)
     registered = ipython.magics_manager.registry.pop(GenevaMagics.__name__, None)
     if registered is None:
         return

@@ -74,9 +74,8 @@ class GenevaMagics(Magics):
 
         The cell body is YAML; its keys are ray_cluster()'s parameters (addr, name,
         namespace, skip_site_packages, use_portforwarding, pip, exit_mode, head_group,
-        worker_groups, extra_env, ray_init_kwargs, ...). A body without keys (a comment
-        line; IPython refuses a cell magic with no body at all) is the embedded local Ray.
-        Examples::
+        worker_groups, extra_env, ray_init_kwargs, ...). An empty body (or one with only
+        comments) is the embedded local Ray. Examples::
 
             %%geneva_cluster
             addr: ray-head:10001
@@ -288,6 +287,18 @@ class GenevaMagics(Magics):
                 + did_you_mean(name, names + variables)
             )
         return connection.open_table(name)
+
+
+def empty_cluster_body(lines: list[str]) -> list[str]:
+    """Input transformer: a cell that is only ``%%geneva_cluster [flags]`` gets an empty YAML body.
+
+    IPython refuses a cell magic whose body is empty, but for %%geneva_cluster an empty
+    body is meaningful: the embedded local Ray.
+    """
+    code = [line for line in lines if line.strip()]
+    if len(code) == 1 and code[0].lstrip().startswith("%%geneva_cluster"):
+        return [code[0].rstrip("\n") + "\n", "# (empty body: the embedded local Ray)\n"]
+    return lines
 
 
 def parse_cluster_yaml(body: str) -> dict[str, Any]:

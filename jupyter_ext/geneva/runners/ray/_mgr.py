@@ -312,6 +312,7 @@ class RayClusterSession:
         self._jobs: list[Any] = []
         self._owns_ray = False
         self._kuberay: Any = None  # geneva.runners.ray.kuberay.KubeRayCluster when kind == "kuberay"
+        self._site_packages: list[Any] | None = None  # None: this interpreter's (tests point it at fixtures)
 
     # -- what the docs call ---------------------------------------------------------------
     def __enter__(self) -> RayClusterSession:
@@ -510,6 +511,10 @@ class RayClusterSession:
         check_versions(here, there, where)
         self._phase("preflight", started, f"{len(self.platform.differences())} difference(s)")
 
+        self._package(there["target"], where)
+
+    def _package(self, target: str, where: str) -> None:
+        """Verdicts against the cluster's platform (refuse on block), then layers uploaded and pins."""
         started = time.monotonic()
         from geneva import config, package
 
@@ -521,9 +526,8 @@ class RayClusterSession:
                 "geneva.config.override_config(geneva.config.from_kv({'uploader.upload_dir': '/shared/geneva'})) "
                 "or the GENEVA_UPLOADER__UPLOAD_DIR environment variable"
             )
-        target = there["target"]
         if not self.skip_site_packages:
-            self.verdicts = package.check(target)
+            self.verdicts = package.check(target, self._site_packages)
             blocked = self.verdicts.blocked()
             if blocked:
                 reasons = "\n  ".join(f"{b['name']} {b['version']}: {b['reason']}" for b in blocked)
@@ -536,6 +540,7 @@ class RayClusterSession:
             upload_dir=upload,
             target=target,
             skip_site_packages=self.skip_site_packages,
+            site_packages=self._site_packages,
             provided=package.provided_distributions(),
         )
         self.manifest_info = manifest
