@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 
+import geneva
 import pyarrow as pa
 import pytest
-from test_package import NATIVE, _newer_glibc_dist, installed
-
-import geneva
 from geneva.exceptions import BlockedPackageError
 from geneva.runners.ray._mgr import compare, host_facts, ray_cluster
 from geneva.widgets.cluster import ClusterDisplay
+from test_package import NATIVE, _newer_glibc_dist, installed
 
 MAC = {"os": "macos", "arch": "arm64", "libc": "system", "target": "macosx_14_0_arm64-cp311"}
 
