@@ -88,6 +88,23 @@ def main() -> None:
                 f"{udf:8} {args.rows:,} rows: tbl.backfill {p:.3f} s, %backfill with live display {s:.3f} s, "
                 f"overhead {100 * (s / p - 1):+.1f} % (medians of {args.rounds})"
             )
+        # The display's own cost, measured apart from the (noisy) job: show a finished job's
+        # display (widget + comm open + display_data) and finish it (final HTML update), 20 times.
+        stdout, _ = run(
+            kc,
+            "from geneva.widgets.progress import BackfillDisplay\n"
+            "done_job = tbl.backfill_async('warm'); done_job.result()\n"
+            "costs = []\n"
+            "for _ in range(20):\n"
+            "    t0 = time.perf_counter(); v = BackfillDisplay(done_job); v.show(); v.wait(); "
+            "costs.append(time.perf_counter() - t0)\n"
+            "import statistics; print(statistics.median(costs))",
+        )
+        cost = float(stdout.split()[-1])
+        print(
+            f"display fixed cost (show + final update): {cost * 1000:.1f} ms, i.e. {100 * cost / p:.1f} % of the "
+            f"{p:.2f} s scalar job above; live updates cost a comm message each, at most 10 a second"
+        )
         if rates:
             print(f"widget updates: at most {max(rates):.1f} per second (median {statistics.median(rates):.1f})")
         # Cadence under a long job: a slow UDF, 4 s of work.

@@ -50,6 +50,18 @@ fn widget_values(run: &Execution) -> (Vec<String>, Vec<String>) {
     (comms, values)
 }
 
+/// The last update_display_data of a cell: the final state that replaces the live widget.
+fn final_update(run: &Execution) -> &jupyter_protocol::Media {
+    run.iopub
+        .iter()
+        .rev()
+        .find_map(|m| match &m.content {
+            JupyterMessageContent::UpdateDisplayData(d) => Some(&d.data),
+            _ => None,
+        })
+        .expect("update_display_data with the final state")
+}
+
 /// `data-percent='NN'` and the stage of a progress HTML.
 fn percent_and_stage(html: &str) -> (u32, String) {
     let attr = |name: &str| {
@@ -68,19 +80,9 @@ async fn quickstart_backfills_stream_progress_over_a_widget_and_interrupts_cance
         if cell.starts_with("%backfill") {
             let (comms, values) = widget_values(&run);
             assert_eq!(comms.len(), 1, "one widget per %backfill: {cell}");
-            let last = values.last().expect("widget values");
-            assert_eq!(percent_and_stage(last), (100, "done".to_owned()), "{cell}");
+            assert!(!values.is_empty(), "widget values: {cell}");
             // The output is finally replaced by static HTML (kept in saved notebooks).
-            let finals: Vec<_> = run
-                .iopub
-                .iter()
-                .filter_map(|m| match &m.content {
-                    JupyterMessageContent::UpdateDisplayData(d) => Some(d),
-                    _ => None,
-                })
-                .collect();
-            let last_update = finals.last().expect("update_display_data with the final state");
-            let (plain, html) = kernel::plain_and_html(&last_update.data);
+            let (plain, html) = kernel::plain_and_html(final_update(&run));
             assert!(plain.unwrap().contains("[done] 100.0%"), "{plain:?}");
             assert!(html.unwrap().contains("data-stage='done'"));
         }
@@ -116,8 +118,10 @@ slow_tbl.add_columns({"slow_id": slow_id})
     distinct.dedup();
     assert!(distinct.len() >= 3, "at least 3 progress updates while running: {states:?}");
     assert!(states.windows(2).all(|w| w[0].0 <= w[1].0), "progress never goes back: {states:?}");
-    assert_eq!(states.last().unwrap(), &(100, "done".to_owned()));
-    assert!(values.last().unwrap().contains("3,000 / 3,000 rows"), "{}", values.last().unwrap());
+    let (_, html) = kernel::plain_and_html(final_update(&run));
+    let html = html.expect("final HTML");
+    assert_eq!(percent_and_stage(html), (100, "done".to_owned()));
+    assert!(html.contains("3,000 / 3,000 rows"), "{html}");
 
     // Interrupting a blocking %backfill: the cell ends, the job is cancelled, the table unchanged.
     let setup = r#"
@@ -152,10 +156,10 @@ stop_version = stop_tbl.version
     let run = kernel.collect(&id, Duration::from_secs(90)).await.expect("cell ends after the interrupt");
     assert_eq!(run.reply.status, ReplyStatus::Error);
     assert_eq!(run.errors().iter().map(|e| e.ename.as_str()).collect::<Vec<_>>(), ["KeyboardInterrupt"]);
-    let (_, values) = widget_values(&run);
-    let (_, stage) = percent_and_stage(values.last().expect("widget values"));
-    assert_eq!(stage, "cancelled");
-    assert!(values.last().unwrap().contains("interrupted"), "{}", values.last().unwrap());
+    let (_, html) = kernel::plain_and_html(final_update(&run));
+    let html = html.expect("final HTML");
+    assert_eq!(percent_and_stage(html).1, "cancelled");
+    assert!(html.contains("interrupted"), "{html}");
     let check = kernel
         .execute("print(stop_tbl.version == stop_version, stop_tbl.count_rows('slower IS NULL'))")
         .await

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,7 @@ class BackfillDisplay:
         self._handle: Any = None
         self._thread: threading.Thread | None = None
         self.updates = 0  # widget updates sent (for the overhead benchmark)
+        self._last_update = float("-inf")
 
     def _snapshot(self) -> Progress:
         return self.job.progress()
@@ -137,14 +139,16 @@ class BackfillDisplay:
             if key != last and self._widget is not None:
                 self._widget.value = html(p, self.job.table.name)
                 self.updates += 1
+                self._last_update = time.monotonic()
                 last = key
             self.job._finished.wait(self.interval)
         self.finish()
 
     def finish(self) -> None:
-        """The final state: widget value, then the output replaced by static HTML + text."""
+        """The final state: widget value (unless that would exceed the update rate: the output
+        replacement below shows it anyway), then the output replaced by static HTML + text."""
         p = self._snapshot()
-        if self._widget is not None:
+        if self._widget is not None and time.monotonic() - self._last_update >= self.interval:
             self._widget.value = html(p, self.job.table.name)
             self.updates += 1
         if self._handle is not None:
