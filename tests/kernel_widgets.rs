@@ -167,5 +167,27 @@ stop_version = stop_tbl.version
     check.assert_ok();
     assert_eq!(check.stream(Stdio::Stdout).trim(), "True 4000");
 
+    // A session still active when the kernel shuts down is exited (Ray shut down first), so
+    // the kernel exits at once and leaves no Ray process behind.
+    let enter = kernel.execute("%%geneva_cluster\nray_init_kwargs: {num_cpus: 1}").await.expect("execute");
+    enter.assert_ok();
+    let session_dir = kernel
+        .execute("import ray; print(ray._private.worker._global_node.get_session_dir_path())")
+        .await
+        .expect("execute");
+    session_dir.assert_ok();
+    let session_dir = session_dir.stream(Stdio::Stdout).trim().to_owned();
+    let ray_processes = || {
+        let out = std::process::Command::new("pgrep").args(["-f", &session_dir]).output().expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert!(ray_processes() > 0, "the session's Ray runs ({session_dir})");
+    let started = Instant::now();
     assert!(kernel.shutdown(Duration::from_secs(30)).await.expect("shutdown"));
+    assert!(started.elapsed() < Duration::from_secs(20), "shutdown took {:?}", started.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ray_processes() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ray_processes(), 0, "Ray processes of the session left running after the kernel shut down");
 }
