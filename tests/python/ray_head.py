@@ -122,4 +122,4 @@ class RayHead:
         # Client "specific servers" (one per client, idle for ~30 s before exiting) by the GCS
         # address; a lingering one holds port 23000+ and the next head's would die on start.
         subprocess.run(["pkill", "-9", "-f", str(self.temp_dir)], check=False)
-        subprocess.run(["pkill", "-9", "-f", f"--address=[0-9.]+:{self.gcs_port}"], check=False)
+        subprocess.run(["pkill", "-9", "-f", "--", f"--address=[0-9.]+:{self.gcs_port}"], check=False)
