@@ -97,35 +97,60 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
         .require_git(false)
         .follow_links(false)
         .filter_entry(|e| !(e.file_type().is_some_and(|t| t.is_dir()) && e.depth() > 0 && skipped_dir(e.path())))
-        .build();
+        .build_parallel();
     // A file is excluded when it or one of its folders is listed: a set lookup per path
     // component, so leaving out a whole distribution's RECORD (thousands of files) stays cheap.
     let excludes: std::collections::HashSet<&str> = options.exclude.iter().map(|p| p.trim_end_matches('/')).collect();
     let is_excluded =
         |path: &str| excludes.contains(path) || path.match_indices('/').any(|(i, _)| excludes.contains(&path[..i]));
-    let mut scan = LayerScan::default();
-    let mut candidates = Vec::new();
-    for entry in walker {
-        let entry = entry
-            .map_err(|e| PackageError::Io { path: root.display().to_string(), source: std::io::Error::other(e) })?;
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
-            continue;
-        }
-        let Ok(relative) = entry.path().strip_prefix(root) else { continue };
-        let path = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-        let name = entry.file_name().to_string_lossy();
-        if name.ends_with(".pyc") || (!excludes.is_empty() && is_excluded(&path)) {
-            continue;
-        }
-        if is_secret(&name) {
-            scan.secrets_left_out.push(path);
-            continue;
-        }
-        let meta =
-            entry.metadata().map_err(|e| PackageError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
-        candidates.push((path, entry.into_path(), meta));
+    // The walk runs on all cores (readdir is most of a warm scan); entries are sorted after.
+    let found: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let secrets: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let failure: std::sync::Mutex<Option<PackageError>> = std::sync::Mutex::new(None);
+    walker.run(|| {
+        let (found, secrets, failure, is_excluded, excludes) = (&found, &secrets, &failure, &is_excluded, &excludes);
+        Box::new(move |entry| {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let source = std::io::Error::other(e);
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(PackageError::Io { path: root.display().to_string(), source });
+                    return ignore::WalkState::Quit;
+                }
+            };
+            if entry.file_type().is_some_and(|t| t.is_file())
+                && let Ok(relative) = entry.path().strip_prefix(root)
+            {
+                let path = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                let name = entry.file_name().to_string_lossy();
+                if !(name.ends_with(".pyc") || (!excludes.is_empty() && is_excluded(&path))) {
+                    if is_secret(&name) {
+                        secrets.lock().unwrap_or_else(|p| p.into_inner()).push(path);
+                    } else {
+                        found.lock().unwrap_or_else(|p| p.into_inner()).push((path, entry.into_path()));
+                    }
+                }
+            }
+            ignore::WalkState::Continue
+        })
+    });
+    if let Some(err) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(err);
     }
+    let mut scan = LayerScan::default();
+    scan.secrets_left_out = secrets.into_inner().unwrap_or_else(|p| p.into_inner());
+    scan.secrets_left_out.sort();
+    let mut candidates = found.into_inner().unwrap_or_else(|p| p.into_inner());
     candidates.sort_by(|a, b| a.0.cmp(&b.0));
+    // stat() on all cores: on a warm run (nothing to hash) the stats are most of the time.
+    let candidates: Vec<(String, PathBuf, std::fs::Metadata)> = candidates
+        .into_par_iter()
+        .map(|(path, abs)| match std::fs::symlink_metadata(&abs) {
+            Ok(meta) => Ok((path, abs, meta)),
+            Err(source) => Err(PackageError::Io { path, source }),
+        })
+        .collect::<Result<_, _>>()?;
 
     let hashed: Vec<Result<(LayerFile, bool), PackageError>> = candidates
         .par_iter()
@@ -193,7 +218,7 @@ impl StatKey {
     }
 }
 
-/// path -> (stat, hash), kept in a JSON file between runs.
+/// path -> (stat, hash), kept in a binary (postcard) file between runs.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StatCache {
     entries: HashMap<PathBuf, (StatKey, String)>,
@@ -207,7 +232,7 @@ impl StatCache {
     /// Loads the cache at `file` (a missing or unreadable cache starts empty).
     pub fn load(file: &Path) -> Self {
         let mut cache: StatCache =
-            std::fs::read(file).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
+            std::fs::read(file).ok().and_then(|bytes| postcard::from_bytes(&bytes).ok()).unwrap_or_default();
         cache.file = Some(file.to_owned());
         cache
     }
@@ -228,7 +253,7 @@ impl StatCache {
             std::fs::create_dir_all(parent)?;
         }
         let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(&tmp, postcard::to_stdvec(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(&tmp, file)?;
         self.dirty = false;
         Ok(())

@@ -97,7 +97,7 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
         }
     }
 
-    let mut cache = StatCache::load(&req.cache_dir.join("statcache.json"));
+    let mut cache = StatCache::load(&req.cache_dir.join("statcache.bin"));
     // geneva's own output folders never ship, wherever they are.
     let own: Vec<&PathBuf> = [Some(&req.cache_dir), req.upload_dir.as_ref()].into_iter().flatten().collect();
     let mut roots: Vec<(String, PathBuf, LayerOptions)> = req
