@@ -269,7 +269,7 @@ class PackPlan:
     def __repr__(self) -> str:
         lines = [f"environment {self.manifest['digest']}: {len(self.manifest['layers'])} layers"]
         lines += [
-            f"  {name}: {files} files, {_human(size)}, {shards} shards"
+            f"  {name}: {files} files, {human_bytes(size)}, {shards} shards"
             for name, files, size, shards in self._layer_lines()
         ]
         if self.manifest["pins"]:
@@ -282,7 +282,7 @@ class PackPlan:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td>{escape(name)}</td><td>{files}</td><td>{_human(size)}</td><td>{shards}</td></tr>"
+            f"<tr><td>{escape(name)}</td><td>{files}</td><td>{human_bytes(size)}</td><td>{shards}</td></tr>"
             for name, files, size, shards in self._layer_lines()
         )
         extra = ""
@@ -318,7 +318,8 @@ def plan(
     return PackPlan(verdicts, manifest)
 
 
-def _human(size: int) -> str:
+def human_bytes(size: int) -> str:
+    """``12 B``, ``1.5 MiB``: sizes as the displays show them."""
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":

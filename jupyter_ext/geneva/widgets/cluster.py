@@ -6,17 +6,10 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from geneva.package import human_bytes as _human
+
 if TYPE_CHECKING:
     from geneva.runners.ray._mgr import RayClusterSession
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _packaging_line(pack: dict[str, Any]) -> str:
