@@ -173,6 +173,7 @@ class GenevaMagics(Magics):
         except (GenevaError, TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         new.magic_params = params
+        new.show_verdicts = False  # the cluster display below includes the verdict table
         handle = display(ClusterDisplay(new, note="entering"), display_id=True) if self.show_cluster_display else None
         if handle is not None:
             new.listeners.append(lambda s: handle.update(ClusterDisplay(s, note="entering")))

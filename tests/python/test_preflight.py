@@ -22,7 +22,7 @@ def session_for(tmp_path, site_packages):
     return session
 
 
-def test_linux_wheels_going_to_a_mac_cluster_are_pinned_and_shown(tmp_path, monkeypatch):
+def test_linux_wheels_going_to_a_mac_cluster_are_pinned_and_shown(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     here = host_facts()
     there = {**here, **MAC}
@@ -35,6 +35,9 @@ def test_linux_wheels_going_to_a_mac_cluster_are_pinned_and_shown(tmp_path, monk
     session = session_for(tmp_path, [native, pure])
     session.platform, session.cluster_facts = report, there
     session._package(there["target"], "the test cluster")
+    captured = capfd.readouterr()  # displayed (an IPython shell exists) or on stderr (none)
+    shown = captured.out + captured.err
+    assert "MarkupSafe" in shown and "pin" in shown
     assert session.manifest_info["pins"] == ["MarkupSafe==3.0.3"]
     assert session.runtime_env["pip"]["packages"] == ["MarkupSafe==3.0.3"]
     shipped = {layer["name"]: layer["files"] for layer in session.manifest_info["layers"]}

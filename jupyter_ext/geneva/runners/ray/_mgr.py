@@ -298,6 +298,7 @@ class RayClusterSession:
         self.notes: list[str] = []
         self.magic_params: dict[str, Any] | None = None  # the %%geneva_cluster body that entered it
         self.listeners: list[Any] = []  # called with the session after each phase (live displays)
+        self.show_verdicts = True  # the verdict table when something is pinned or blocked (the magic shows its own)
 
         self.state = "new"  # new -> entering -> active -> exited | failed
         self.phases: list[Phase] = []
@@ -528,6 +529,8 @@ class RayClusterSession:
             )
         if not self.skip_site_packages:
             self.verdicts = package.check(target, self._site_packages)
+            if self.show_verdicts and (self.verdicts.pins() or self.verdicts.blocked()):
+                _show(self.verdicts)
             blocked = self.verdicts.blocked()
             if blocked:
                 reasons = "\n  ".join(f"{b['name']} {b['version']}: {b['reason']}" for b in blocked)
@@ -625,6 +628,19 @@ class RayClusterSession:
 
     def _at_kernel_shutdown(self) -> None:
         self.__exit__(SystemExit, None, None)
+
+
+def _show(obj: Any) -> None:
+    """Rich display in IPython (HTML in notebooks), else its text on stderr."""
+    if "IPython" in sys.modules:
+        from IPython import get_ipython
+
+        if get_ipython() is not None:
+            from IPython.display import display
+
+            display(obj)
+            return
+    print(repr(obj), file=sys.stderr)
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
