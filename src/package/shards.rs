@@ -66,8 +66,9 @@ pub fn build(layer: &str, files: &[LayerFile], shard_bytes: u64, out_dir: &Path)
 }
 
 fn already_compressed(path: &str) -> bool {
-    const SUFFIXES: [&str; 14] =
-        [".zip", ".whl", ".jar", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".npz", ".png", ".jpg", ".jpeg", ".webp", ".mp4"];
+    const SUFFIXES: [&str; 14] = [
+        ".zip", ".whl", ".jar", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".npz", ".png", ".jpg", ".jpeg", ".webp", ".mp4",
+    ];
     let lower = path.to_ascii_lowercase();
     SUFFIXES.iter().any(|s| lower.ends_with(s))
 }
@@ -79,11 +80,8 @@ fn write_zip(files: &[LayerFile], path: &Path) -> Result<(), PackageError> {
     for f in files {
         // Already-compressed files are stored; the rest deflated at level 1: measured on this
         // project's .venv, level 1 zips within a few % of level 3's size in much less time.
-        let method = if already_compressed(&f.path) {
-            zip::CompressionMethod::Stored
-        } else {
-            zip::CompressionMethod::Deflated
-        };
+        let method =
+            if already_compressed(&f.path) { zip::CompressionMethod::Stored } else { zip::CompressionMethod::Deflated };
         let options = SimpleFileOptions::default()
             .compression_method(method)
             .compression_level(if method == zip::CompressionMethod::Stored { None } else { Some(1) })
