@@ -138,9 +138,9 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
     if let Some(err) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(err);
     }
-    let mut scan = LayerScan::default();
-    scan.secrets_left_out = secrets.into_inner().unwrap_or_else(|p| p.into_inner());
-    scan.secrets_left_out.sort();
+    let mut secrets_left_out = secrets.into_inner().unwrap_or_else(|p| p.into_inner());
+    secrets_left_out.sort();
+    let mut scan = LayerScan { secrets_left_out, ..Default::default() };
     let mut candidates = found.into_inner().unwrap_or_else(|p| p.into_inner());
     candidates.sort_by(|a, b| a.0.cmp(&b.0));
     // stat() on all cores: on a warm run (nothing to hash) the stats are most of the time.
