@@ -115,3 +115,25 @@ def test_bad_arguments():
         ray_cluster(exit_mode="sometimes")
     with pytest.raises(InvalidInputError, match=r"pip="):
         ray_cluster(pip="humanize")
+
+
+def test_a_head_that_wants_another_token_says_so_at_once(tmp_path):
+    """A head started with a token of its own (RAY_AUTH_MODE=token): this kernel's token
+    (~/.ray/auth_token, or none) is refused, and the error says so and how to fix it, in seconds
+    (Ray Client alone retries for ~30 s and reports a 'connection timeout')."""
+    import secrets
+
+    from ray_head import RayHead
+
+    home = tmp_path / "home"
+    home.mkdir()
+    token = secrets.token_hex(32)
+    other = RayHead(tmp_path, env={"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    try:
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match=r"requires an authentication token .*RAY_AUTH_TOKEN"):
+            ray_cluster(addr=other.addr, use_portforwarding=False).__enter__()
+        assert time.monotonic() - started < 10
+        assert _mgr.active_session() is None
+    finally:
+        other.stop()
