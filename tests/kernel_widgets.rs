@@ -123,6 +123,44 @@ slow_tbl.add_columns({"slow_id": slow_id})
     assert_eq!(percent_and_stage(html), (100, "done".to_owned()));
     assert!(html.contains("3,000 / 3,000 rows"), "{html}");
 
+    // --async: the cell returns the Job at once (also in `_`); its display keeps updating while
+    // other cells run; job.cancel() stops it.
+    kernel
+        .execute(
+            "async_tbl = db.create_table('async', pa.table({'id': pa.array(range(3000), pa.int64())}))\n\
+             async_tbl.add_columns({'slow_id': slow_id})",
+        )
+        .await
+        .expect("execute")
+        .assert_ok();
+    let started = kernel
+        .execute("job = %backfill async_tbl slow_id --async --checkpoint-size 100 --concurrency 8\nprint(job.status)")
+        .await
+        .expect("execute");
+    started.assert_ok();
+    assert_ne!(started.stream(Stdio::Stdout).trim(), "done", "the cell returned before the job ended");
+    let other = kernel.execute("time.sleep(1.5); print(type(_).__name__, 1 + 1)").await.expect("execute");
+    other.assert_ok();
+    assert_eq!(other.stream(Stdio::Stdout).trim(), "Job 2");
+    let updates_meanwhile =
+        other.iopub.iter().filter(|m| matches!(m.content, JupyterMessageContent::CommMsg(_))).count();
+    assert!(updates_meanwhile >= 2, "the display kept updating while another cell ran: {updates_meanwhile}");
+    let done = kernel.execute("print(job.result(timeout=120).rows_processed)").await.expect("execute");
+    done.assert_ok();
+    assert_eq!(done.stream(Stdio::Stdout).trim(), "3000");
+    let cancel = kernel
+        .execute(
+            "async_tbl.add_columns({'again': slow_id})\n\
+             job2 = %backfill async_tbl again --async --checkpoint-size 100 --concurrency 2\n\
+             time.sleep(0.5); job2.cancel()\n\
+             try:\n    job2.result(timeout=60)\nexcept geneva.exceptions.BackfillCancelled:\n    pass\n\
+             print(job2.status, async_tbl.count_rows('again IS NULL'))",
+        )
+        .await
+        .expect("execute");
+    cancel.assert_ok();
+    assert_eq!(cancel.stream(Stdio::Stdout).trim(), "cancelled 3000");
+
     // Interrupting a blocking %backfill: the cell ends, the job is cancelled, the table unchanged.
     let setup = r#"
 stop_tbl = db.create_table("stop", pa.table({"id": pa.array(range(4000), pa.int64())}))

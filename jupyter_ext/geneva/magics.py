@@ -251,6 +251,8 @@ class GenevaMagics(Magics):
         if args.run_async:
             if not view._live:
                 print(f"started {job!r}; job.progress() shows where it is")
+            if self.shell is not None:  # also in `_`, even when the line is an assignment (job = %backfill ...)
+                self.shell.user_ns["_"] = job
             return job
         try:
             if view._live:
