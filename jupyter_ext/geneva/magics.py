@@ -274,17 +274,16 @@ class GenevaMagics(Magics):
             raise UsageError(
                 f"%backfill: {name!r} is a {type(value).__name__}, not a geneva Table (db.open_table(...))"
             )
+        variables = [k for k, v in ns.items() if isinstance(v, Table) and not k.startswith("_")]
         connection = current_connection()
         if connection is None:
-            tables = [k for k, v in ns.items() if isinstance(v, Table) and not k.startswith("_")]
             raise UsageError(
                 f"%backfill: no variable or table named {name!r}"
-                + did_you_mean(name, tables)
-                + ("" if tables else "; open one with db = geneva.connect(PATH); tbl = db.open_table(NAME)")
+                + did_you_mean(name, variables)
+                + ("" if variables else "; open one with db = geneva.connect(PATH); tbl = db.open_table(NAME)")
             )
         names = connection.table_names()
         if name not in names:
-            variables = [k for k, v in ns.items() if isinstance(v, Table) and not k.startswith("_")]
             raise UsageError(
                 f"%backfill: no variable or table named {name!r} in {connection.path}"
                 + did_you_mean(name, names + variables)

@@ -247,18 +247,20 @@ class KubeMock:
         self._head_pod(ns, body)
         return web.json_response(body, status=201)
 
-    async def get_cluster(self, request: web.Request) -> web.Response:
+    def _lookup(self, request: web.Request, verb: str) -> tuple[str, str, dict[str, Any] | None]:
+        """(namespace, name, the RayCluster or None) of a request, recorded as a call."""
         ns, name = request.match_info["ns"], request.match_info["name"]
-        self.calls.append(("get", name))
-        cluster = self.clusters.get((ns, name))
+        self.calls.append((verb, name))
+        return ns, name, self.clusters.get((ns, name))
+
+    async def get_cluster(self, request: web.Request) -> web.Response:
+        _, name, cluster = self._lookup(request, "get")
         if cluster is None:
             return _status(404, "NotFound", f'rayclusters.ray.io "{name}" not found')
         return web.json_response(cluster)
 
     async def patch_cluster(self, request: web.Request) -> web.Response:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        self.calls.append(("patch", name))
-        cluster = self.clusters.get((ns, name))
+        ns, name, cluster = self._lookup(request, "patch")
         if cluster is None:
             return _status(404, "NotFound", f'rayclusters.ray.io "{name}" not found')
         if request.content_type != "application/merge-patch+json":

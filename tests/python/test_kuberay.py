@@ -133,18 +133,11 @@ def test_existing_cluster_is_patched_and_retained(kube, workspace):
     with again:
         pass
     assert ("patch", "geneva-keep") in kube.calls
-    listed = run_geneva_env(kube, "clusters", "list", "--json")
+    listed = run_geneva("clusters", "list", "--json")
     assert [c["name"] for c in json.loads(listed.stdout)] == ["geneva-keep"]
-    deleted = run_geneva_env(kube, "clusters", "delete", "geneva-keep", "--namespace", "geneva")
+    deleted = run_geneva("clusters", "delete", "geneva-keep", "--namespace", "geneva")
     assert deleted.returncode == 0, deleted.stderr
     assert ("geneva", "geneva-keep") not in kube.clusters
-
-
-def run_geneva_env(kube, *args):
-    import os
-
-    assert os.environ["KUBECONFIG"]
-    return run_geneva(*args)
 
 
 def test_crashloop_fails_fast_with_the_pods_reason_and_deletes(kube, workspace):

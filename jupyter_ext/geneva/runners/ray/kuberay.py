@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from geneva.exceptions import ClusterMismatchError, InvalidInputError
-from geneva.runners.ray.raycluster import _HeadGroupSpec, image_versions
+from geneva.runners.ray.raycluster import DNS_LABEL, _HeadGroupSpec, image_versions
 
 if TYPE_CHECKING:
     from geneva.runners.ray._mgr import RayClusterSession
@@ -67,15 +67,12 @@ def manifest(session: RayClusterSession) -> dict[str, Any]:
 
 
 def _check_name(name: str | None, namespace: str) -> None:
-    import re
-
-    dns = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    if name is None or not dns.match(name) or len(name) > 63:
+    if name is None or not DNS_LABEL.match(name) or len(name) > 63:
         raise InvalidInputError(
             f"name={name!r}: a RayCluster name is lower-case letters, digits and '-', at most 63 characters, "
             "e.g. 'geneva-alice'"
         )
-    if not dns.match(namespace):
+    if not DNS_LABEL.match(namespace):
         raise InvalidInputError(f"namespace={namespace!r}: lower-case letters, digits and '-', e.g. 'ml'")
 
 

@@ -20,7 +20,7 @@ from geneva.exceptions import InvalidInputError
 # Kubernetes resource quantities: 120G, 32Gi, 512Mi, 1.5, 500m, 2e9.
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class ExitMode(enum.Enum):
@@ -150,7 +150,7 @@ class _WorkerGroupSpec(_GroupSpec):
         super().__init__(**kwargs)
         owner = type(self).__name__
         self.name: str = kwargs.get("name") or "workers"
-        if not isinstance(self.name, str) or not _DNS_LABEL.match(self.name):
+        if not isinstance(self.name, str) or not DNS_LABEL.match(self.name):
             raise InvalidInputError(
                 f"{owner}(name={self.name!r}): use lower-case letters, digits and '-' (a DNS label), e.g. 'cpu'"
             )
