@@ -27,9 +27,10 @@ help: ## Show this help
 tools: ## Check system tools (cargo, protoc, cc, python3 >= 3.10); apt-get what is missing
 	@PYTHON=$(PYTHON) scripts/ensure-tools.sh
 
-$(STAMP): requirements-dev.txt | tools
+$(STAMP): requirements-dev.txt tests/object-stores/package-lock.json | tools
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	npm ci --prefix tests/object-stores --silent --no-audit --no-fund
 	@touch $@
 
 setup: tools $(STAMP) ## Create .venv with the pinned Python tools

@@ -39,6 +39,9 @@ command -v protoc >/dev/null 2>&1 || apt_install protoc protobuf-compiler
 # The browser test drives Debian's chromium with its chromedriver (never a browser download).
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || apt_install chromium chromium chromium-driver
 
+# Node.js and npm: Azurite, the Azure Storage emulator of the az:// upload tests.
+command -v npm >/dev/null 2>&1 || apt_install npm nodejs npm
+
 # A C compiler and linker for the -sys crates.
 command -v cc >/dev/null 2>&1 || apt_install cc gcc libc6-dev
 

@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="zip this environment into content-addressed layers and upload what is new",
         description="Package the workspace and site-packages for a cluster; prints the manifest.",
     )
-    pack.add_argument("--upload-dir", metavar="DIR", help="where workers fetch layers (default: uploader.upload_dir)")
+    pack.add_argument(
+        "--upload-dir",
+        metavar="URI",
+        help="where workers fetch layers: a folder, file://, s3://, gs:// or az:// (default: uploader.upload_dir)",
+    )
     pack.add_argument("--target", metavar="TARGET", help="cluster platform: pin what does not run there")
     pack.add_argument("--skip-site-packages", action="store_true", help="ship only the workspace")
     pack.add_argument("--json", action="store_true", help="print the manifest as JSON")

@@ -144,24 +144,35 @@ def pack(
     Returns the manifest: layers (digest, shards with URIs), pins for the
     cluster to install (when ``target`` is given, distributions that do not
     run there are pinned instead of shipped), secrets left out, bytes hashed
-    and uploaded. ``upload_dir`` defaults to the ``uploader.upload_dir`` setting.
+    and uploaded. ``upload_dir`` (a folder, ``file://``, ``s3://``, ``gs://`` or ``az://``;
+    credentials from the environment as each cloud's tools read them) defaults to the
+    ``uploader.upload_dir`` setting.
     ``provided`` names distributions the cluster has itself (neither shipped nor pinned).
     """
     from geneva import config
 
     upload = upload_dir if upload_dir is not None else config.get("uploader.upload_dir")
     if upload is not None:
-        upload = str(upload).removeprefix("file://")
-        if "://" in upload:
-            from geneva.exceptions import InvalidInputError
-
-            raise InvalidInputError(
-                f"upload_dir {upload!r}: only local or mounted folders are supported in this version "
-                "(s3://, gs:// and az:// are not yet)"
-            )
+        upload = str(upload)
     request = _request(workspace, site_packages, skip_site_packages, target, provided)
     request.update(upload_dir=upload, shard_bytes=shard_bytes, max_total_bytes=max_total_bytes)
     return json.loads(_native.pack_environment(json.dumps(request)))
+
+
+# Where a store is and how to talk to it, never who may: the workers fetch shards from the
+# same endpoint as this kernel, with credentials of their own (a role, or extra_env=...).
+_STORE_SETTINGS = {
+    "s3": ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ALLOW_HTTP"),
+    "gs": ("GOOGLE_BUCKET",),
+    "az": ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_USE_EMULATOR", "AZURITE_BLOB_STORAGE_URL", "AZURE_ALLOW_HTTP"),
+}
+
+
+def store_settings(upload_dir: str | Path | None) -> dict[str, str]:
+    """The non-secret endpoint settings of ``upload_dir``'s store found in this environment, for the workers."""
+    scheme = str(upload_dir or "").split("://", 1)[0] if "://" in str(upload_dir or "") else ""
+    names = _STORE_SETTINGS.get({"s3a": "s3", "azure": "az", "abfs": "az", "abfss": "az"}.get(scheme, scheme), ())
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def _request(

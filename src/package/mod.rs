@@ -6,6 +6,7 @@ pub mod dist;
 pub mod layer;
 pub mod pack;
 pub mod shards;
+pub mod store;
 pub mod verdict;
 
 pub use dist::{Distribution, scan_site_packages};
@@ -27,6 +28,15 @@ pub enum PackageError {
     Blocked(String),
     #[error("the environment holds {total}, over the {cap} cap (max_total_bytes); biggest files: {biggest}")]
     TooBig { total: String, cap: String, biggest: String },
+    #[error("upload_dir {0}")]
+    BadLocation(String),
+    #[error("{uri}: {source}\n  {hint}")]
+    Store {
+        uri: String,
+        hint: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
     #[error("refusing {zip}: entry {entry:?} would be written outside the extraction folder")]
     UnsafeEntry { zip: String, entry: String },
 }

@@ -2,10 +2,11 @@
 //! root, content-addressed shards, upload, and the manifest the workers use.
 
 use super::layer::{self, LayerOptions, StatCache};
+use super::store::Location;
 use super::{PackageError, Verdict, check, scan_site_packages, shards};
 use crate::platform::TargetPlatform;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PackRequest {
@@ -20,8 +21,8 @@ pub struct PackRequest {
     pub provided: Vec<String>,
     /// Local cache: stat cache and built shards.
     pub cache_dir: PathBuf,
-    /// Where workers fetch shards from (a local or shared folder).
-    pub upload_dir: Option<PathBuf>,
+    /// Where workers fetch shards from: a local or shared folder, file://, s3://, gs:// or az://.
+    pub upload_dir: Option<String>,
     pub shard_bytes: u64,
     pub max_total_bytes: Option<u64>,
     /// False for a preview: scan and hash, but build no zips and upload nothing.
@@ -68,6 +69,7 @@ pub struct Manifest {
 
 pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
     let target = req.target.as_deref().map(TargetPlatform::parse).transpose()?;
+    let upload = req.upload_dir.as_deref().map(Location::parse).transpose()?;
     let mut pins = Vec::new();
     let mut site_excludes: Vec<Vec<String>> = vec![Vec::new(); req.site_packages.len()];
     let provided: Vec<String> = req.provided.iter().map(|n| normalise(n)).collect();
@@ -99,7 +101,8 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
 
     let mut cache = StatCache::load(&req.cache_dir.join("statcache.bin"));
     // geneva's own output folders never ship, wherever they are.
-    let own: Vec<&PathBuf> = [Some(&req.cache_dir), req.upload_dir.as_ref()].into_iter().flatten().collect();
+    let own: Vec<&Path> =
+        [Some(req.cache_dir.as_path()), upload.as_ref().and_then(Location::local)].into_iter().flatten().collect();
     let mut roots: Vec<(String, PathBuf, LayerOptions)> = req
         .workspace
         .iter()
@@ -150,10 +153,10 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
     let mut env = blake3::Hasher::new();
     for (name, root, scan) in &scans {
         let built = if req.build { shards::build(name, &scan.files, req.shard_bytes, &built_dir)? } else { Vec::new() };
-        if let Some(dest) = &req.upload_dir {
-            uploaded += shards::upload(&built, dest)?;
+        if let Some(dest) = &upload {
+            uploaded += super::store::upload(&built, dest)?;
         }
-        let base = req.upload_dir.as_ref().unwrap_or(&built_dir);
+        let base = upload.clone().unwrap_or_else(|| Location::Local(built_dir.clone()));
         let digest = layer::digest(&scan.files);
         env.update(format!("{name}:{digest}\n").as_bytes());
         layers.push(LayerInfo {
@@ -169,7 +172,7 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
                     digest: s.digest.clone(),
                     files: s.files,
                     bytes: s.bytes,
-                    uri: base.join(&s.name).display().to_string(),
+                    uri: base.join(&s.name),
                     written: s.written,
                 })
                 .collect(),

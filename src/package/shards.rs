@@ -1,8 +1,8 @@
 //! Deterministic zip shards of a layer (sorted entries, fixed timestamps, so
-//! the same content gives the same bytes and the same name), their upload to
-//! a shared folder (write then rename: a crash never leaves a partial zip
-//! under its final name), and extraction on a worker (once per node, under a
-//! file lock, refusing entries that would land outside the target).
+//! the same content gives the same bytes and the same name; written then
+//! renamed, so a crash never leaves a partial zip under its final name), and
+//! extraction on a worker (once per node, under a file lock, refusing entries
+//! that would land outside the target). Uploads and fetches: `store`.
 
 use super::PackageError;
 use super::layer::{LayerFile, digest};
@@ -99,30 +99,13 @@ fn write_zip(files: &[LayerFile], path: &Path) -> Result<(), PackageError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Copies each shard into `dest` unless a file of that name is there already
-/// (names are content hashes). Returns the bytes written.
-pub fn upload(shards: &[Shard], dest: &Path) -> Result<u64, PackageError> {
-    std::fs::create_dir_all(dest).map_err(io(dest))?;
-    let mut written = 0;
-    for shard in shards {
-        let target = dest.join(&shard.name);
-        if target.exists() {
-            continue;
-        }
-        let tmp = dest.join(format!(".{}.tmp-{}", shard.name, std::process::id()));
-        std::fs::copy(&shard.path, &tmp).map_err(io(&tmp))?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &target).map_err(io(&target))?;
-        written += shard.bytes;
-    }
-    Ok(written)
-}
-
-/// Extracts `zip_path` once into `cache_dir/<zip stem>` and returns that
-/// folder. Concurrent callers on one node wait on a lock; an entry with `..`
-/// or an absolute path fails the whole extraction.
-pub fn extract(zip_path: &Path, cache_dir: &Path) -> Result<PathBuf, PackageError> {
-    let stem = zip_path.file_stem().and_then(|s| s.to_str()).unwrap_or("layer");
+/// Extracts the zip at `uri` (a path, or an object store URL: fetched first)
+/// once into `cache_dir/<zip stem>` and returns that folder. Concurrent callers
+/// on one node wait on a lock; an entry with `..` or an absolute path fails the
+/// whole extraction.
+pub fn extract(uri: &str, cache_dir: &Path) -> Result<PathBuf, PackageError> {
+    let name = uri.rsplit('/').next().unwrap_or(uri);
+    let stem = name.strip_suffix(".zip").unwrap_or(name);
     let target = cache_dir.join(stem);
     let done = cache_dir.join(format!("{stem}.complete"));
     if done.exists() {
@@ -135,6 +118,19 @@ pub fn extract(zip_path: &Path, cache_dir: &Path) -> Result<PathBuf, PackageErro
     if done.exists() {
         return Ok(target);
     }
+    let downloaded = cache_dir.join(format!("{stem}.zip"));
+    let zip_path = super::store::fetch(uri, &downloaded)?;
+    let result = unpack(&zip_path, cache_dir, stem);
+    if zip_path == downloaded {
+        let _ = std::fs::remove_file(&downloaded);
+    }
+    result?;
+    File::create(&done).map_err(io(&done))?;
+    Ok(target)
+}
+
+fn unpack(zip_path: &Path, cache_dir: &Path, stem: &str) -> Result<(), PackageError> {
+    let target = cache_dir.join(stem);
     let tmp = cache_dir.join(format!("{stem}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     // Created up front: an empty layer (a workspace with nothing to ship) is an empty folder.
@@ -169,7 +165,5 @@ pub fn extract(zip_path: &Path, cache_dir: &Path) -> Result<PathBuf, PackageErro
         }
     }
     let _ = std::fs::remove_dir_all(&target);
-    std::fs::rename(&tmp, &target).map_err(io(&target))?;
-    File::create(&done).map_err(io(&done))?;
-    Ok(target)
+    std::fs::rename(&tmp, &target).map_err(io(&target))
 }

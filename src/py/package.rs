@@ -9,9 +9,12 @@ use std::path::PathBuf;
 
 fn package_error(err: PackageError) -> PyErr {
     let class = match err {
-        PackageError::Target(_) | PackageError::NotSitePackages(_) | PackageError::TooBig { .. } => "InvalidInputError",
+        PackageError::Target(_)
+        | PackageError::NotSitePackages(_)
+        | PackageError::TooBig { .. }
+        | PackageError::BadLocation(_) => "InvalidInputError",
         PackageError::Blocked(_) => "BlockedPackageError",
-        PackageError::Io { .. } | PackageError::UnsafeEntry { .. } => "GenevaError",
+        PackageError::Io { .. } | PackageError::UnsafeEntry { .. } | PackageError::Store { .. } => "GenevaError",
     };
     geneva_error(class, err.to_string())
 }
@@ -64,10 +67,10 @@ fn pack_environment(py: Python<'_>, request: String) -> PyResult<String> {
     serde_json::to_string(&manifest).map_err(|e| geneva_error("GenevaError", e.to_string()))
 }
 
-/// Extracts a layer zip once per node into `cache_dir`; returns the folder.
+/// Extracts a layer zip (a path or an object store URL) once per node into `cache_dir`; returns the folder.
 #[pyfunction]
-fn extract_layer(py: Python<'_>, zip_path: PathBuf, cache_dir: PathBuf) -> PyResult<String> {
-    let dir = py.detach(|| package::shards::extract(&zip_path, &cache_dir)).map_err(package_error)?;
+fn extract_layer(py: Python<'_>, uri: String, cache_dir: PathBuf) -> PyResult<String> {
+    let dir = py.detach(|| package::shards::extract(&uri, &cache_dir)).map_err(package_error)?;
     Ok(dir.display().to_string())
 }
 

@@ -104,3 +104,23 @@ def workspace(tmp_path, monkeypatch, head):
     session = _mgr.active_session()
     if session is not None:
         session.__exit__()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 with one bucket (tests/python/object_stores.py)."""
+    from object_stores import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory):
+    """Azurite's blob service on 127.0.0.1 with one container."""
+    from object_stores import AzuriteServer
+
+    server = AzuriteServer(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()

@@ -138,9 +138,92 @@ def test_target_pins_what_does_not_run_there(env) -> None:
     assert layer(manifest, "site-packages")["files"] == 0  # its files stay behind
 
 
-def test_remote_upload_dirs_are_refused_clearly(env) -> None:
-    with pytest.raises(InvalidInputError, match="only local or mounted folders"):
-        pack({**env, "up": "s3://bucket/zips"})
+def test_unsupported_upload_schemes_are_refused_clearly(env) -> None:
+    with pytest.raises(InvalidInputError, match=r'unsupported scheme "ftp"; use a folder path, file://, s3://'):
+        pack({**env, "up": "ftp://host/zips"})
+
+
+@pytest.fixture(params=["s3", "az"])
+def store(request, monkeypatch):
+    """A real object store on 127.0.0.1 (moto's S3, Azurite), reached through the variables a user sets."""
+    server = request.getfixturevalue({"s3": "s3_server", "az": "azurite_server"}[request.param])
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+    return server
+
+
+def test_object_store_layers_upload_once_and_extract_byte_identical(env, store, tmp_path) -> None:
+    prefix = f"zips-{tmp_path.name}"
+    up = {**env, "up": store.uri(prefix)}
+    first = pack(up)
+    shards = [s for layer in first["layers"] for s in layer["shards"]]
+    assert store.names(prefix) == {s["name"]: s["bytes"] for s in shards}
+    assert first["bytes_uploaded"] == sum(s["bytes"] for s in shards) > 0
+    assert all(s["uri"] == f"{store.uri(prefix)}/{s['name']}" for s in shards)
+    assert pack(up)["bytes_uploaded"] == 0  # names are content hashes: nothing is sent twice
+    # Editing one workspace file sends only the workspace layer's new shard.
+    (env["ws"] / "pkg" / "model.py").write_text("def f():\n    return 3\n")
+    second = pack(up)
+    (ws_shard,) = layer(second, "workspace")["shards"]
+    assert second["bytes_uploaded"] == ws_shard["bytes"]
+    # A worker fetches from the store (no local copy involved) and gets the same bytes.
+    folder = geneva.package.extract_layer(ws_shard["uri"], tmp_path / "worker-cache")
+    assert (folder / "pkg" / "model.py").read_bytes() == (env["ws"] / "pkg" / "model.py").read_bytes()
+    assert os.access(folder / "run.sh", os.X_OK)
+    assert sorted(p.name for p in (tmp_path / "worker-cache").iterdir() if p.suffix == ".zip") == []  # not kept
+
+
+def test_object_store_errors_name_the_problem_and_the_fix(env, s3_server, azurite_server, monkeypatch) -> None:
+    for key, value in {**s3_server.env, **azurite_server.env}.items():
+        monkeypatch.setenv(key, value)
+    started = time.monotonic()
+    with pytest.raises(GenevaError, match=r"(?s)NoSuchBucket.*check the bucket exists.*AWS_ENDPOINT_URL"):
+        pack({**env, "up": "s3://no-such-bucket/zips"})
+    with pytest.raises(GenevaError, match=r"(?s)ContainerNotFound.*AZURE_STORAGE_ACCOUNT_NAME"):
+        pack({**env, "up": "az://no-such-container/zips"})
+    with pytest.raises(GenevaError, match=r"(?s)s3://.*workspace-0000.zip.*not found"):
+        geneva.package.extract_layer(s3_server.uri("zips/workspace-0000.zip"), env["tmp"] / "worker-cache")
+    from object_stores import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(GenevaError, match=r"(?s)s3://.*AWS_ENDPOINT_URL"):
+        pack({**env, "up": s3_server.uri("zips")})
+    assert time.monotonic() - started < 30  # no minutes of retries
+
+
+KILLED_UPLOAD = """
+import sys, geneva.package
+geneva.package.pack(upload_dir=sys.argv[2], workspace=[("workspace", sys.argv[1])], skip_site_packages=True)
+"""
+
+
+def test_killed_upload_leaves_no_object_under_a_final_name(s3_server, tmp_path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "blob.bin").write_bytes(os.urandom(64 << 20))  # over one part: a multipart upload
+    uri = s3_server.uri(f"zips-{tmp_path.name}")
+    child_env = {**os.environ, **s3_server.env, "GENEVA_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_UPLOAD, str(ws), uri], env=child_env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not s3_server.multipart_uploads():
+        assert proc.poll() is None, "the upload finished before it could be killed"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert s3_server.names(f"zips-{tmp_path.name}") == {}
+    # The next run sends the shard (the zip was built before the upload started).
+    done = subprocess.run(
+        [sys.executable, "-m", "geneva", "env", "pack", "--upload-dir", uri, "--skip-site-packages", "--json"],
+        env=child_env,
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    manifest = json.loads(done.stdout)
+    (shard,) = layer(manifest, "workspace")["shards"]
+    assert s3_server.names(f"zips-{tmp_path.name}") == {shard["name"]: shard["bytes"]}
+    assert manifest["bytes_uploaded"] == shard["bytes"] > 64 << 20
 
 
 KILLED_WRITER = """

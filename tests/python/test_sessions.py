@@ -8,6 +8,7 @@ ships them.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import geneva
 import pyarrow as pa
@@ -52,6 +53,42 @@ def test_udf_imports_shipped_packages_and_workspace_modules(head, workspace):
     assert not ray.is_initialized()
     assert result.rows_processed == 40
     assert tbl.to_arrow().column("label").to_pylist() == expected(40)
+
+
+def test_layers_reach_the_workers_through_s3(head, workspace, s3_server, monkeypatch, tmp_path):
+    """upload_dir=s3://...: the kernel uploads, the head's workers fetch from the bucket themselves.
+
+    The endpoint settings travel with the tasks (never the secrets: those come from extra_env
+    here, from a role or the image on a real cluster)."""
+    tbl = workspace
+    # New content, so a layer no earlier test extracted on the head: it can only come from the bucket.
+    (Path.cwd() / "s3mod.py").write_text(f"TAG = {tmp_path.name!r}\n")
+
+    @geneva.udf(data_type=pa.string())
+    def tagged(x: int) -> str:
+        import s3mod
+
+        return f"{s3mod.TAG}:{x}"
+
+    tbl.add_columns({"label": label, "tagged": tagged})
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    prefix = f"session-{tmp_path.name}"
+    secrets = {k: v for k, v in s3_server.env.items() if k.endswith(("_KEY_ID", "_ACCESS_KEY"))}
+    with ray_cluster(
+        addr=head.addr, use_portforwarding=False, upload_dir=s3_server.uri(prefix), extra_env=secrets
+    ) as session:
+        env_vars = session.runtime_env["env_vars"]
+        assert env_vars["AWS_ENDPOINT_URL"] == s3_server.endpoint and env_vars["AWS_ALLOW_HTTP"] == "true"
+        shards = [s for layer in session.manifest_info["layers"] for s in layer["shards"]]
+        assert all(s["uri"].startswith(s3_server.uri(prefix)) for s in shards)
+        result = tbl.backfill("label")
+        tbl.backfill("tagged")
+    assert set(s3_server.names(prefix)) == {s["name"] for s in shards}
+    assert not any(p.name.startswith(("site-packages", "workspace")) for p in (tmp_path / "zips").glob("*"))
+    assert result.rows_processed == 40
+    assert tbl.to_arrow().column("label").to_pylist() == expected(40)
+    assert tbl.to_arrow().column("tagged").to_pylist() == [f"{tmp_path.name}:{x}" for x in range(40)]
 
 
 def test_skip_site_packages_names_the_missing_module_and_the_fix(head, workspace):

@@ -552,7 +552,7 @@ class RayClusterSession:
             "layers": [{"name": layer["name"], "shards": layer["shards"]} for layer in manifest["layers"]],
             "site_packages_shipped": not self.skip_site_packages,
         }
-        self._set_runtime_env(pins=manifest["pins"])
+        self._set_runtime_env(pins=manifest["pins"], store=package.store_settings(upload))
         files = sum(layer["files"] for layer in manifest["layers"])
         self._phase(
             "packaging",
@@ -561,7 +561,7 @@ class RayClusterSession:
             f"{len(manifest['pins'])} pinned",
         )
 
-    def _set_runtime_env(self, pins: list[str]) -> None:
+    def _set_runtime_env(self, pins: list[str], store: dict[str, str] | None = None) -> None:
         env: dict[str, Any] = {}
         packages = [*pins, *self.pip]
         if packages:
@@ -571,8 +571,9 @@ class RayClusterSession:
             options = index_options()
             if options:
                 env["pip"]["pip_install_options"] = options
-        if self.extra_env:
-            env["env_vars"] = dict(self.extra_env)
+        env_vars = {**(store or {}), **self.extra_env}
+        if env_vars:
+            env["env_vars"] = env_vars
         self.runtime_env = env or None
 
     # -- exiting --------------------------------------------------------------------------
