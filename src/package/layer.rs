@@ -32,7 +32,7 @@ pub struct LayerFile {
     pub abs: PathBuf,
     pub size: u64,
     pub executable: bool,
-    pub hash: String,
+    pub hash: blake3::Hash,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -71,12 +71,30 @@ pub fn is_secret(name: &str) -> bool {
         || SECRET_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
+fn skipped_name(name: &str) -> bool {
+    SKIPPED_DIRS.contains(&name) || name.ends_with(".lance") || name.ends_with(".egg-info")
+}
+
 fn skipped_dir(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    SKIPPED_DIRS.contains(&name)
-        || name.ends_with(".lance")
-        || name.ends_with(".egg-info")
-        || path.join("pyvenv.cfg").is_file() // a virtualenv
+    skipped_name(name) || path.join("pyvenv.cfg").is_file() // a virtualenv
+}
+
+/// A file found by a walk: path inside the layer, absolute path, lstat.
+type Found = (String, PathBuf, std::fs::Metadata);
+
+/// What a walk keeps: files that ship, secrets left out.
+struct Walked {
+    files: Vec<Found>,
+    secrets: Vec<String>,
+}
+
+/// Which files of a folder listing ship (`None`: left out) or are secrets.
+fn classify(name: &str, path: &str, is_excluded: &dyn Fn(&str) -> bool) -> Option<bool> {
+    if name.ends_with(".pyc") || is_excluded(path) {
+        return None;
+    }
+    Some(is_secret(name))
 }
 
 /// Lists and hashes the files under `root` that ship.
@@ -87,28 +105,70 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
         });
     }
+    // A file is excluded when it or one of its folders is listed: a set lookup per path
+    // component, so leaving out a whole distribution's RECORD (thousands of files) stays cheap.
+    let excludes: std::collections::HashSet<&str> = options.exclude.iter().map(|p| p.trim_end_matches('/')).collect();
+    let is_excluded = |path: &str| {
+        !excludes.is_empty()
+            && (excludes.contains(path) || path.match_indices('/').any(|(i, _)| excludes.contains(&path[..i])))
+    };
+    let walked = if options.gitignore { walk_ignoring(root, &is_excluded)? } else { walk_plain(root, &is_excluded)? };
+    let mut secrets_left_out = walked.secrets;
+    secrets_left_out.sort();
+    let mut scan = LayerScan { secrets_left_out, ..Default::default() };
+    let mut candidates = walked.files;
+    candidates.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+
+    // Moved, not cloned: on a warm run of a 30k-file env the copies and their frees were
+    // as costly as the cache lookups.
+    let hashed: Vec<Result<(LayerFile, Option<StatKey>), PackageError>> = candidates
+        .into_par_iter()
+        .map(|(path, abs, meta)| {
+            let key = StatKey::of(&meta);
+            let (hash, fresh) = match cache.get(&abs, &key) {
+                Some(h) => (h, None),
+                None => {
+                    let h = hash_file(&abs).map_err(|source| PackageError::Io { path: path.clone(), source })?;
+                    (h, Some(key))
+                }
+            };
+            use std::os::unix::fs::PermissionsExt;
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            Ok((LayerFile { path, abs, size: meta.len(), executable, hash }, fresh))
+        })
+        .collect();
+    scan.files.reserve(hashed.len());
+    for result in hashed {
+        let (file, fresh) = result?;
+        if let Some(key) = fresh {
+            scan.bytes_hashed += file.size;
+            cache.put(&file.abs, key, file.hash);
+        }
+        if file.size > options.warn_bytes {
+            scan.large_files.push((file.path.clone(), file.size));
+        }
+        scan.bytes += file.size;
+        scan.files.push(file);
+    }
+    Ok(scan)
+}
+
+/// The workspace: .gitignore semantics (the `ignore` crate), walked on all cores, then
+/// stat()ed on all cores.
+fn walk_ignoring(root: &Path, is_excluded: &(dyn Fn(&str) -> bool + Sync)) -> Result<Walked, PackageError> {
     let walker = ignore::WalkBuilder::new(root)
         .hidden(false)
         .parents(false)
         .git_global(false)
-        .git_ignore(options.gitignore)
-        .git_exclude(options.gitignore)
-        .ignore(options.gitignore)
         .require_git(false)
         .follow_links(false)
         .filter_entry(|e| !(e.file_type().is_some_and(|t| t.is_dir()) && e.depth() > 0 && skipped_dir(e.path())))
         .build_parallel();
-    // A file is excluded when it or one of its folders is listed: a set lookup per path
-    // component, so leaving out a whole distribution's RECORD (thousands of files) stays cheap.
-    let excludes: std::collections::HashSet<&str> = options.exclude.iter().map(|p| p.trim_end_matches('/')).collect();
-    let is_excluded =
-        |path: &str| excludes.contains(path) || path.match_indices('/').any(|(i, _)| excludes.contains(&path[..i]));
-    // The walk runs on all cores (readdir is most of a warm scan); entries are sorted after.
     let found: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
     let secrets: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let failure: std::sync::Mutex<Option<PackageError>> = std::sync::Mutex::new(None);
     walker.run(|| {
-        let (found, secrets, failure, is_excluded, excludes) = (&found, &secrets, &failure, &is_excluded, &excludes);
+        let (found, secrets, failure) = (&found, &secrets, &failure);
         Box::new(move |entry| {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -123,13 +183,10 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
                 && let Ok(relative) = entry.path().strip_prefix(root)
             {
                 let path = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                let name = entry.file_name().to_string_lossy();
-                if !(name.ends_with(".pyc") || (!excludes.is_empty() && is_excluded(&path))) {
-                    if is_secret(&name) {
-                        secrets.lock().unwrap_or_else(|p| p.into_inner()).push(path);
-                    } else {
-                        found.lock().unwrap_or_else(|p| p.into_inner()).push((path, entry.into_path()));
-                    }
+                match classify(&entry.file_name().to_string_lossy(), &path, is_excluded) {
+                    Some(true) => secrets.lock().unwrap_or_else(|p| p.into_inner()).push(path),
+                    Some(false) => found.lock().unwrap_or_else(|p| p.into_inner()).push((path, entry.into_path())),
+                    None => {}
                 }
             }
             ignore::WalkState::Continue
@@ -138,54 +195,80 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
     if let Some(err) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(err);
     }
-    let mut secrets_left_out = secrets.into_inner().unwrap_or_else(|p| p.into_inner());
-    secrets_left_out.sort();
-    let mut scan = LayerScan { secrets_left_out, ..Default::default() };
-    let mut candidates = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    candidates.sort_by(|a, b| a.0.cmp(&b.0));
-    // stat() on all cores: on a warm run (nothing to hash) the stats are most of the time.
-    let candidates: Vec<(String, PathBuf, std::fs::Metadata)> = candidates
+    let files = found
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
         .into_par_iter()
         .map(|(path, abs)| match std::fs::symlink_metadata(&abs) {
             Ok(meta) => Ok((path, abs, meta)),
             Err(source) => Err(PackageError::Io { path, source }),
         })
         .collect::<Result<_, _>>()?;
-
-    let hashed: Vec<Result<(LayerFile, bool), PackageError>> = candidates
-        .par_iter()
-        .map(|(path, abs, meta)| {
-            let key = StatKey::of(meta);
-            let cached = cache.get(abs, &key);
-            let fresh = cached.is_none();
-            let hash = match cached {
-                Some(h) => h,
-                None => hash_file(abs).map_err(|source| PackageError::Io { path: path.clone(), source })?,
-            };
-            use std::os::unix::fs::PermissionsExt;
-            let executable = meta.permissions().mode() & 0o111 != 0;
-            Ok((LayerFile { path: path.clone(), abs: abs.clone(), size: meta.len(), executable, hash }, fresh))
-        })
-        .collect();
-    for ((_, abs, meta), result) in candidates.iter().zip(hashed) {
-        let (file, fresh) = result?;
-        if fresh {
-            scan.bytes_hashed += file.size;
-            cache.put(abs, StatKey::of(meta), file.hash.clone());
-        }
-        if file.size > options.warn_bytes {
-            scan.large_files.push((file.path.clone(), file.size));
-        }
-        scan.bytes += file.size;
-        scan.files.push(file);
-    }
-    Ok(scan)
+    Ok(Walked { files, secrets: secrets.into_inner().unwrap_or_else(|p| p.into_inner()) })
 }
 
-fn hash_file(path: &Path) -> std::io::Result<String> {
+/// site-packages: no ignore files to honour, so a plain walk over all cores where each
+/// entry is stat()ed relative to its open folder (fstatat: no path lookup from the root),
+/// and a virtualenv is recognised from its own listing. Half the time of the walk-then-stat
+/// above on this project's .venv.
+fn walk_plain(root: &Path, is_excluded: &(dyn Fn(&str) -> bool + Sync)) -> Result<Walked, PackageError> {
+    fn folder(
+        dir: &Path,
+        rel: &str,
+        is_excluded: &(dyn Fn(&str) -> bool + Sync),
+        out: &mut Walked,
+    ) -> Result<(), PackageError> {
+        let io = |source| PackageError::Io { path: dir.display().to_string(), source };
+        let mut subdirs = Vec::new();
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let kind = entry.file_type().map_err(io)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !rel.is_empty() && name == "pyvenv.cfg" {
+                return Ok(()); // a virtualenv inside: none of it ships
+            }
+            let path = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+            if kind.is_dir() {
+                if !skipped_name(&name) && !is_excluded(&path) {
+                    subdirs.push((entry.path(), path));
+                }
+            } else if kind.is_file() {
+                match classify(&name, &path, is_excluded) {
+                    Some(true) => out.secrets.push(path),
+                    Some(false) => files.push((path, entry)),
+                    None => {}
+                }
+            }
+        }
+        for (path, entry) in files {
+            let meta = entry.metadata().map_err(|source| PackageError::Io { path: path.clone(), source })?;
+            out.files.push((path, entry.path(), meta));
+        }
+        let below: Vec<Result<Walked, PackageError>> = subdirs
+            .into_par_iter()
+            .map(|(abs, path)| {
+                let mut sub = Walked { files: Vec::new(), secrets: Vec::new() };
+                folder(&abs, &path, is_excluded, &mut sub).map(|()| sub)
+            })
+            .collect();
+        for sub in below {
+            let sub = sub?;
+            out.files.extend(sub.files);
+            out.secrets.extend(sub.secrets);
+        }
+        Ok(())
+    }
+    let mut out = Walked { files: Vec::new(), secrets: Vec::new() };
+    folder(root, "", is_excluded, &mut out)?;
+    Ok(out)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_mmap(path)?;
-    Ok(hasher.finalize().to_hex().to_string())
+    Ok(hasher.finalize())
 }
 
 /// BLAKE3 over every (path, content hash, mode) of the layer: names its content.
@@ -195,7 +278,6 @@ pub fn digest(files: &[LayerFile]) -> String {
         hasher.update(f.path.as_bytes());
         hasher.update(&[0, u8::from(f.executable)]);
         hasher.update(f.hash.as_bytes());
-        hasher.update(b"\n");
     }
     hasher.finalize().to_hex()[..32].to_owned()
 }
@@ -218,18 +300,26 @@ impl StatKey {
     }
 }
 
-/// path -> (stat, hash), kept in a binary (postcard) file between runs.
+/// path -> (stat, content hash), kept in a binary (postcard) file between runs. Entries
+/// are fixed-size (the key is 128 bits of BLAKE3 of the absolute path), so loading the
+/// cache of a 16k-file site-packages allocates nothing per entry.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StatCache {
-    entries: HashMap<PathBuf, (StatKey, String)>,
+    entries: HashMap<u128, (StatKey, [u8; 32])>,
     #[serde(skip)]
     file: Option<PathBuf>,
     #[serde(skip)]
     dirty: bool,
 }
 
+fn path_key(path: &Path) -> u128 {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = blake3::hash(path.as_os_str().as_bytes());
+    u128::from_le_bytes(hash.as_bytes()[..16].try_into().unwrap_or_default())
+}
+
 impl StatCache {
-    /// Loads the cache at `file` (a missing or unreadable cache starts empty).
+    /// Loads the cache at `file` (a missing, unreadable or older-format cache starts empty).
     pub fn load(file: &Path) -> Self {
         let mut cache: StatCache =
             std::fs::read(file).ok().and_then(|bytes| postcard::from_bytes(&bytes).ok()).unwrap_or_default();
@@ -237,12 +327,12 @@ impl StatCache {
         cache
     }
 
-    fn get(&self, path: &Path, key: &StatKey) -> Option<String> {
-        self.entries.get(path).filter(|(k, _)| k == key).map(|(_, h)| h.clone())
+    fn get(&self, path: &Path, key: &StatKey) -> Option<blake3::Hash> {
+        self.entries.get(&path_key(path)).filter(|(k, _)| k == key).map(|(_, h)| blake3::Hash::from_bytes(*h))
     }
 
-    fn put(&mut self, path: &Path, key: StatKey, hash: String) {
-        self.entries.insert(path.to_owned(), (key, hash));
+    fn put(&mut self, path: &Path, key: StatKey, hash: blake3::Hash) {
+        self.entries.insert(path_key(path), (key, *hash.as_bytes()));
         self.dirty = true;
     }
 

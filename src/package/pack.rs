@@ -99,7 +99,7 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
         }
     }
 
-    let mut cache = StatCache::load(&req.cache_dir.join("statcache.bin"));
+    let mut cache = StatCache::load(&req.cache_dir.join("statcache-v2.bin"));
     // geneva's own output folders never ship, wherever they are.
     let own: Vec<&Path> =
         [Some(req.cache_dir.as_path()), upload.as_ref().and_then(Location::local)].into_iter().flatten().collect();

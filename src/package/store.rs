@@ -148,17 +148,26 @@ pub fn upload(shards: &[Shard], dest: &Location) -> Result<u64, PackageError> {
     }
     let (store, prefix) = dest.open()?;
     crate::runtime::runtime().block_on(async {
-        // One listing instead of a HEAD per shard: the folder holds every environment's shards.
-        let listing = store.list_with_delimiter(Some(&prefix)).await;
-        let existing: HashSet<String> = match listing {
-            Ok(found) => found.objects.into_iter().filter_map(|o| o.location.filename().map(str::to_owned)).collect(),
-            Err(object_store::Error::NotFound { .. }) => HashSet::new(),
-            Err(e) => return Err(dest.store_error(e)),
+        let existing: HashSet<String> = match dest {
+            Location::Local(dir) => shards.iter().filter(|s| dir.join(&s.name).exists()).map(|s| s.name.clone()).collect(),
+            // One listing instead of a HEAD per shard: the folder holds every environment's shards.
+            Location::Remote(_) => match store.list_with_delimiter(Some(&prefix)).await {
+                Ok(found) => {
+                    found.objects.into_iter().filter_map(|o| o.location.filename().map(str::to_owned)).collect()
+                }
+                Err(object_store::Error::NotFound { .. }) => HashSet::new(),
+                Err(e) => return Err(dest.store_error(e)),
+            },
         };
         futures::stream::iter(shards.iter().filter(|shard| !existing.contains(&shard.name)))
             .map(|shard| {
                 let (store, path) = (store.clone(), prefix.clone().join(shard.name.as_str()));
                 async move {
+                    // A local folder on the cache's filesystem gets a hard link (no bytes copied;
+                    // atomic, and refused if the name exists); anything else streams the file.
+                    if dest.local().is_some() && link(&store, &shard.path, &path).await {
+                        return Ok(shard.bytes);
+                    }
                     send(store, path, &shard.path).await.map_err(|e| match e {
                         Sent::Read(source) => PackageError::Io { path: shard.path.display().to_string(), source },
                         Sent::Store(e) => dest.store_error(e),
@@ -170,6 +179,18 @@ pub fn upload(shards: &[Shard], dest: &Location) -> Result<u64, PackageError> {
             .try_fold(0, |total, n| async move { Ok(total + n) })
             .await
     })
+}
+
+/// True when `file` is now also at `to` in the local store (a hard link; or it already was).
+async fn link(store: &Arc<dyn ObjectStore>, file: &Path, to: &StorePath) -> bool {
+    let Ok(from) = std::path::absolute(file).map_err(|_| ()).and_then(|f| StorePath::from_absolute_path(f).map_err(|_| ()))
+    else {
+        return false;
+    };
+    match store.copy_if_not_exists(&from, to).await {
+        Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => true,
+        Err(_) => false, // another filesystem: stream it
+    }
 }
 
 enum Sent {

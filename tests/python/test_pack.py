@@ -181,6 +181,10 @@ def test_object_store_errors_name_the_problem_and_the_fix(env, s3_server, azurit
         pack({**env, "up": "s3://no-such-bucket/zips"})
     with pytest.raises(GenevaError, match=r"(?s)ContainerNotFound.*AZURE_STORAGE_ACCOUNT_NAME"):
         pack({**env, "up": "az://no-such-container/zips"})
+    # gs://: no GCS emulator here speaks the XML API object_store uses; the credential path is checked.
+    monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", str(env["tmp"] / "missing-key.json"))
+    with pytest.raises(GenevaError, match=r"(?s)gs://.*missing-key.json.*GOOGLE_SERVICE_ACCOUNT"):
+        pack({**env, "up": "gs://bucket/zips"})
     with pytest.raises(GenevaError, match=r"(?s)s3://.*workspace-0000.zip.*not found"):
         geneva.package.extract_layer(s3_server.uri("zips/workspace-0000.zip"), env["tmp"] / "worker-cache")
     from object_stores import free_port
