@@ -9,6 +9,7 @@ crash recomputes nothing that was checkpointed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -360,12 +361,33 @@ class Job:
         A resume redoes at most one checkpoint per task that was running.
         """
         opts, plan = self._opts, self._plan
-        share = math.ceil(plan.rows / max(1, opts.concurrency * 2)) if plan.rows else MIN_CHECKPOINT_SIZE
+        share = math.ceil(plan.rows / max(1, self._slots * 2)) if plan.rows else MIN_CHECKPOINT_SIZE
         adaptive = min(MAX_CHECKPOINT_SIZE, max(MIN_CHECKPOINT_SIZE, share))
         checkpoint = opts.checkpoint_size or self.udf.checkpoint_size or adaptive
         if opts.task_size is not None:
             return checkpoint, max(opts.task_size, checkpoint)
         return checkpoint, max(checkpoint, min(checkpoint * 16, share))
+
+    @functools.cached_property
+    def _slots(self) -> int:
+        """Tasks that can run at once: ``concurrency``, or fewer when the cluster has fewer CPUs (GPUs)
+        than that many tasks ask for. Tasks are sized by it, so a 2-CPU machine runs 4 tasks of a job,
+        not 16 of which 14 wait (each task is a Ray round trip and a dataset open).
+
+        KubeRay clusters may scale up during the job: they get ``concurrency`` as given."""
+        from geneva.runners.ray._mgr import active_session
+
+        session = active_session()
+        if session is not None and session.kind == "kuberay":
+            return self._opts.concurrency
+        total = _ensure_ray().cluster_resources()
+        options = self._ray_options()
+        fits = [
+            int(total.get(resource, 0) // options[key])
+            for key, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU"))
+            if options.get(key)
+        ]
+        return max(1, min([self._opts.concurrency, *fits]))
 
     def _ray_options(self) -> dict[str, Any]:
         """Ray resources per task: backfill() arguments win over the UDF's own options."""
@@ -436,7 +458,7 @@ class Job:
                         f"backfill {self.job_id} of {self.column!r} {self._cancel_reason}; checkpoints kept, "
                         "so a rerun resumes"
                     )
-                while queue and len(inflight) < opts.concurrency:
+                while queue and len(inflight) < self._slots:
                     task = queue.popleft()
                     ref = remote.remote(self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error, env)
                     inflight[ref] = task

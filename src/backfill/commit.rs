@@ -7,12 +7,14 @@ use super::{BackfillError, Result};
 use crate::table::{self, TableError};
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array, new_null_array};
 use arrow::datatypes::{Field, Schema};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::dataset::WriteDestination;
 use lance::dataset::transaction::{DataReplacementGroup, Operation};
 use std::sync::Arc;
 
+/// Checkpoints of a fragment read at once when committing it.
+const CONCURRENT_READS: usize = 8;
 /// How often a commit is retried when another writer committed first.
 const COMMIT_ATTEMPTS: usize = 5;
 
@@ -59,9 +61,16 @@ async fn fragment_column(
     })?;
     let physical_rows = fragment.physical_rows().await?;
 
+    // Read concurrently: each is a small dataset (manifest, then one data file).
+    let read: Vec<Option<Checkpoint>> =
+        futures::stream::iter(uris.to_vec())
+        .map(|uri| async move { checkpoint::read(&uri).await })
+        .buffered(CONCURRENT_READS)
+        .try_collect()
+        .await?;
     let mut checkpoints: Vec<Checkpoint> = Vec::with_capacity(uris.len());
-    for uri in uris {
-        let cp = checkpoint::read(uri).await?.ok_or_else(|| BackfillError::Checkpoint {
+    for (uri, cp) in uris.iter().zip(read) {
+        let cp = cp.ok_or_else(|| BackfillError::Checkpoint {
             path: uri.clone(),
             message: "missing: the fragment is not fully checkpointed".into(),
         })?;

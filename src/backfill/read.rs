@@ -1,6 +1,9 @@
 //! A worker's read: only the input columns of only its rows.
 
-use super::Result;
+use super::{BackfillError, Result};
+use futures::{StreamExt, TryStreamExt};
+use lance::dataset::fragment::FragReadConfig;
+use std::ops::Range;
 use crate::table;
 use arrow::array::RecordBatch;
 use lance::Dataset;
@@ -40,7 +43,35 @@ pub async fn read_rows(
 ) -> Result<RecordBatch> {
     let ds = opened(uri, version).await?;
     table::validate_columns(&ds, columns)?;
+    if let (Some(first), Some(last)) = (offsets.first(), offsets.last())
+        && (*last - *first) as usize + 1 == offsets.len()
+    {
+        return read_range(&ds, fragment_id, *first..*last + 1, columns).await;
+    }
     let addrs: Vec<u64> = offsets.iter().map(|o| (fragment_id << 32) | u64::from(*o)).collect();
     let projection = ProjectionRequest::from_columns(columns, ds.schema());
     Ok(ds.take_rows(&addrs, projection).await?)
 }
+
+/// The common case (every row of a stretch needs work): one sequential read of the
+/// physical range instead of a take by row address, ~10x faster for a 32k-row batch.
+/// The planner lists only live rows, so a contiguous run has no deleted rows in it and
+/// the deletion file need not be loaded.
+async fn read_range(ds: &Dataset, fragment_id: u64, range: Range<u32>, columns: &[String]) -> Result<RecordBatch> {
+    let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
+        fragment: fragment_id,
+        message: "not in the pinned version".into(),
+    })?;
+    let projection = ds.schema().project(columns)?;
+    let config = FragReadConfig { ignore_deletions: true, ..Default::default() };
+    let reader = fragment.open(&projection, config).await?;
+    let batches: Vec<RecordBatch> =
+        reader.take_range(range, u32::MAX).await?.buffered(READ_AHEAD).try_collect().await?;
+    let schema = Arc::new(arrow::datatypes::Schema::from(&projection));
+    let batch = arrow::compute::concat_batches(&schema, &batches)?;
+    // In the caller's column order (the projection follows the table's).
+    let order = columns.iter().map(|c| schema.index_of(c)).collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(batch.project(&order)?)
+}
+
+const READ_AHEAD: usize = 4;
