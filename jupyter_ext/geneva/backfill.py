@@ -361,7 +361,9 @@ class Job:
         A resume redoes at most one checkpoint per task that was running.
         """
         opts, plan = self._opts, self._plan
-        share = math.ceil(plan.rows / max(1, self._slots * 2)) if plan.rows else MIN_CHECKPOINT_SIZE
+        # Sized by ``concurrency`` even when fewer tasks fit at once: the live progress moves a
+        # task at a time, and a 2-CPU machine would otherwise show a job in quarters.
+        share = math.ceil(plan.rows / max(1, opts.concurrency * 2)) if plan.rows else MIN_CHECKPOINT_SIZE
         adaptive = min(MAX_CHECKPOINT_SIZE, max(MIN_CHECKPOINT_SIZE, share))
         checkpoint = opts.checkpoint_size or self.udf.checkpoint_size or adaptive
         if opts.task_size is not None:
@@ -370,9 +372,9 @@ class Job:
 
     @functools.cached_property
     def _slots(self) -> int:
-        """Tasks that can run at once: ``concurrency``, or fewer when the cluster has fewer CPUs (GPUs)
-        than that many tasks ask for. Tasks are sized by it, so a 2-CPU machine runs 4 tasks of a job,
-        not 16 of which 14 wait (each task is a Ray round trip and a dataset open).
+        """Tasks kept in flight: ``concurrency``, or fewer when the cluster has fewer CPUs (GPUs) than
+        that many tasks ask for (the rest would only wait in Ray's queue instead of ours, where a
+        cancel need not reach them).
 
         KubeRay clusters may scale up during the job: they get ``concurrency`` as given."""
         from geneva.runners.ray._mgr import active_session
