@@ -14,7 +14,7 @@ def _path_without(tmp_path, missing: set[str]) -> str:
     """A PATH holding only the tools the script uses, minus ``missing``."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("bash", "cargo", "protoc", "cc", "python3", "id", "printf"):
+    for tool in ("bash", "cargo", "protoc", "cc", "python3", "npm", "id", "printf"):
         # python3 may be a pyenv shim that needs pyenv on PATH: link the interpreter itself.
         found = sys.executable if tool == "python3" else shutil.which(tool)
         if tool not in missing and found:
