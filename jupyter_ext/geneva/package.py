@@ -162,7 +162,14 @@ def pack(
 # Where a store is and how to talk to it, never who may: the workers fetch shards from the
 # same endpoint as this kernel, with credentials of their own (a role, or extra_env=...).
 _STORE_SETTINGS = {
-    "s3": ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ALLOW_HTTP"),
+    "s3": (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ALLOW_HTTP",
+    ),
     "gs": ("GOOGLE_BUCKET",),
     "az": ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_USE_EMULATOR", "AZURITE_BLOB_STORAGE_URL", "AZURE_ALLOW_HTTP"),
 }

@@ -62,8 +62,7 @@ async fn fragment_column(
     let physical_rows = fragment.physical_rows().await?;
 
     // Read concurrently: each is a small dataset (manifest, then one data file).
-    let read: Vec<Option<Checkpoint>> =
-        futures::stream::iter(uris.to_vec())
+    let read: Vec<Option<Checkpoint>> = futures::stream::iter(uris.to_vec())
         .map(|uri| async move { checkpoint::read(&uri).await })
         .buffered(CONCURRENT_READS)
         .try_collect()

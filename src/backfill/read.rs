@@ -1,14 +1,14 @@
 //! A worker's read: only the input columns of only its rows.
 
 use super::{BackfillError, Result};
-use futures::{StreamExt, TryStreamExt};
-use lance::dataset::fragment::FragReadConfig;
-use std::ops::Range;
 use crate::table;
 use arrow::array::RecordBatch;
+use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::dataset::ProjectionRequest;
+use lance::dataset::fragment::FragReadConfig;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 /// Datasets opened by this process, by (uri, version): a worker runs many

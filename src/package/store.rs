@@ -43,7 +43,9 @@ impl Location {
             return Ok(Self::Local(PathBuf::from(uri)));
         };
         match scheme {
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => Ok(Self::Remote(uri.trim_end_matches('/').into())),
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
+                Ok(Self::Remote(uri.trim_end_matches('/').into()))
+            }
             _ => Err(PackageError::BadLocation(format!(
                 "{uri}: unsupported scheme {scheme:?}; use a folder path, file://, s3://, gs:// or az://"
             ))),
@@ -149,7 +151,9 @@ pub fn upload(shards: &[Shard], dest: &Location) -> Result<u64, PackageError> {
     let (store, prefix) = dest.open()?;
     crate::runtime::runtime().block_on(async {
         let existing: HashSet<String> = match dest {
-            Location::Local(dir) => shards.iter().filter(|s| dir.join(&s.name).exists()).map(|s| s.name.clone()).collect(),
+            Location::Local(dir) => {
+                shards.iter().filter(|s| dir.join(&s.name).exists()).map(|s| s.name.clone()).collect()
+            }
             // One listing instead of a HEAD per shard: the folder holds every environment's shards.
             Location::Remote(_) => match store.list_with_delimiter(Some(&prefix)).await {
                 Ok(found) => {
@@ -183,7 +187,8 @@ pub fn upload(shards: &[Shard], dest: &Location) -> Result<u64, PackageError> {
 
 /// True when `file` is now also at `to` in the local store (a hard link; or it already was).
 async fn link(store: &Arc<dyn ObjectStore>, file: &Path, to: &StorePath) -> bool {
-    let Ok(from) = std::path::absolute(file).map_err(|_| ()).and_then(|f| StorePath::from_absolute_path(f).map_err(|_| ()))
+    let Ok(from) =
+        std::path::absolute(file).map_err(|_| ()).and_then(|f| StorePath::from_absolute_path(f).map_err(|_| ()))
     else {
         return false;
     };
