@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import threading
 import time
@@ -83,8 +84,10 @@ def run_floor(folder: str, rows: int) -> dict:
             t.select([]).append_column("xy", out), os.path.join(folder, "floor_out.lance"), mode="overwrite"
         )
 
-    _, seconds = timed(job)
-    return {"batched_1m_s": seconds}
+    # Warm, like geneva's batched job (which runs after its scalar job): one run to warm up,
+    # then the median of three.
+    job()
+    return {"batched_1m_s": statistics.median(timed(job)[1] for _ in range(3))}
 
 
 def run_system(system: str, folder: str, rows: int) -> dict:
@@ -106,10 +109,15 @@ def run_system(system: str, folder: str, rows: int) -> dict:
         return pc.multiply(x, y)
 
     db = geneva.connect(os.path.join(folder, system))
-    big = db.create_table("big", make_rows(rows))
+    data = make_rows(rows)
+    big = db.create_table("big", data)
     small = db.create_table("small", make_rows(100_000))
     big.add_columns({"filename_len": filename_len, "xy_product": xy_product})
     small.add_columns({"filename_len": filename_len})
+    # The batched job is short: it runs on three copies and the median is kept, as for the floor.
+    copies = [db.create_table(f"copy{i}", data) for i in range(2)]
+    for copy in copies:
+        copy.add_columns({"xy_product": xy_product})
 
     import ray
 
@@ -117,7 +125,7 @@ def run_system(system: str, folder: str, rows: int) -> dict:
     out: dict = {"ray_start_s": ray_start}
     memory = TreeMemory()
     out["scalar_1m_s"] = timed(lambda: big.backfill("filename_len"))[1]
-    out["batched_1m_s"] = timed(lambda: big.backfill("xy_product"))[1]
+    out["batched_1m_s"] = statistics.median(timed(lambda t=t: t.backfill("xy_product"))[1] for t in [big, *copies])
     out["noop_s"] = timed(lambda: big.backfill("filename_len"))[1]
     out["small_100k_s"] = timed(lambda: small.backfill("filename_len"))[1]
     out.update(memory.stop())

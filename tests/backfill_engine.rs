@@ -2,7 +2,6 @@
 
 use arrow::array::{Array, Int64Array, RecordBatch, RecordBatchIterator, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
-use futures::TryStreamExt;
 use geneva::backfill::{self, CheckpointStore, checkpoint};
 use geneva::table;
 use std::sync::Arc;
@@ -32,7 +31,7 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
     // Round one: only even ids.
     let ds = table::open(&uri, None).await.unwrap();
     let inputs = vec!["id".to_owned()];
-    let plan = backfill::plan(&ds, Some("id % 2 = 0"), &inputs).await.unwrap();
+    let plan = backfill::plan(&ds, Some("id % 2 = 0"), &inputs, None).await.unwrap();
     assert_eq!(plan.rows(), 5);
     let frag = &plan.fragments[0];
     assert_eq!(frag.offsets, [0, 2, 4, 6, 8]);
@@ -44,37 +43,66 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
         let doubled: Int64Array = input.iter().map(|v| v.map(|x| x * 2)).collect();
         let path = store.uri(frag.fragment_id, &frag.input_digest, chunk);
         checkpoint::write(&path, &UInt32Array::from(chunk.to_vec()), Arc::new(doubled)).await.unwrap();
-        assert!(checkpoint::exists(&path).await);
+        assert!(checkpoint::exists(&path).await.unwrap());
         uris.push(path);
     }
-    let version = backfill::commit_fragments(&uri, plan.version, "double", &[(frag.fragment_id, uris)]).await.unwrap();
+    let listed: Vec<String> = store.list().await.unwrap().into_iter().map(|f| f.uri).collect();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(backfill::checkpoints_of(frag, &store.list().await.unwrap()).len(), 3);
+    let group = [(frag.fragment_id, uris, frag.offsets.clone())];
+    let version = backfill::commit_fragments(&uri, plan.version, "double", &group).await.unwrap();
     assert!(version > plan.version);
     let expected_even: Vec<Option<i64>> = (0..10).map(|i| (i % 2 == 0).then_some(i * 2)).collect();
     assert_eq!(column(&uri, "double").await, expected_even);
 
     // Round two: the rows still null; earlier values are kept.
     let ds = table::open(&uri, None).await.unwrap();
-    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs).await.unwrap();
+    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double")).await.unwrap();
     assert_eq!(plan.fragments[0].offsets, [1, 3, 5, 7, 9]);
     let frag = &plan.fragments[0];
     let path = store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
     let odd: Int64Array = frag.offsets.iter().map(|o| Some(i64::from(*o) * 2)).collect();
     checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), Arc::new(odd)).await.unwrap();
-    backfill::commit_fragments(&uri, plan.version, "double", &[(frag.fragment_id, vec![path])]).await.unwrap();
+    let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
+    backfill::commit_fragments(&uri, plan.version, "double", &group).await.unwrap();
     assert_eq!(column(&uri, "double").await, (0..10).map(|i| Some(i * 2)).collect::<Vec<_>>());
 
-    // A missing checkpoint refuses the commit and changes nothing.
+    // A planned row no checkpoint holds refuses the commit and changes nothing.
     let before = table::open(&uri, None).await.unwrap().version_id();
-    let missing = store.uri(frag.fragment_id, &frag.input_digest, &[42]);
     let err =
-        backfill::commit_fragments(&uri, before, "double", &[(frag.fragment_id, vec![missing])]).await.unwrap_err();
+        backfill::commit_fragments(&uri, before, "double", &[(frag.fragment_id, vec![], vec![3])]).await.unwrap_err();
     assert!(err.to_string().contains("not fully checkpointed"), "{err}");
     assert_eq!(table::open(&uri, None).await.unwrap().version_id(), before);
 
-    // Checkpoints are plain Lance datasets.
-    let ds = lance::Dataset::open(&store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets)).await.unwrap();
-    let batches: Vec<RecordBatch> = ds.scan().try_into_stream().await.unwrap().try_collect().await.unwrap();
-    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+    // Checkpoints are single Lance files; a gapless run stores only its values.
+    let cp = checkpoint::read(&store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets)).await.unwrap().unwrap();
+    assert_eq!(cp.offsets.values().to_vec(), frag.offsets);
+    let gapless = store.uri(frag.fragment_id, &frag.input_digest, &[4, 5, 6]);
+    checkpoint::write(&gapless, &UInt32Array::from(vec![4, 5, 6]), Arc::new(Int64Array::from(vec![8, 10, 12])))
+        .await
+        .unwrap();
+    let cp = checkpoint::read(&gapless).await.unwrap().unwrap();
+    assert_eq!((cp.offsets.values().to_vec(), cp.values.len()), (vec![4, 5, 6], 3));
+    assert!(checkpoint::read(&store.uri(9, "none", &[1])).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_never_filled_is_planned_without_a_scan_and_deletions_are_respected() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("t.lance").to_string_lossy().into_owned();
+    table::create(&uri, ids(10), false).await.unwrap();
+    table::add_null_columns(&uri, vec![Field::new("double", DataType::Int64, true)]).await.unwrap();
+    let inputs = vec!["id".to_owned()];
+    let ds = table::open(&uri, None).await.unwrap();
+    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double")).await.unwrap();
+    assert_eq!(plan.fragments[0].offsets, (0..10).collect::<Vec<u32>>());
+
+    // With deleted rows the fragment is scanned: the deleted rows are not planned.
+    let mut ds = table::open(&uri, None).await.unwrap();
+    ds.delete("id >= 7").await.unwrap();
+    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double")).await.unwrap();
+    assert_eq!(plan.fragments[0].offsets, (0..7).collect::<Vec<u32>>());
+    assert_eq!(plan.table_rows, 7);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,8 +110,8 @@ async fn plan_rejects_unknown_columns_with_close_matches() {
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().join("t.lance").to_string_lossy().into_owned();
     let ds = table::create(&uri, ids(3), false).await.unwrap();
-    let err = backfill::plan(&ds, Some("idd > 1"), &["id".to_owned()]).await.unwrap_err();
+    let err = backfill::plan(&ds, Some("idd > 1"), &["id".to_owned()], None).await.unwrap_err();
     assert!(err.to_string().contains("did you mean \"id\"?"), "{err}");
-    let err = backfill::plan(&ds, None, &["ids".to_owned()]).await.unwrap_err();
+    let err = backfill::plan(&ds, None, &["ids".to_owned()], None).await.unwrap_err();
     assert!(err.to_string().contains("did you mean \"id\"?"), "{err}");
 }

@@ -83,9 +83,12 @@ class BackfillPlan:
     def fragments(self) -> list[tuple[int, int, str]]:
         """(fragment id, rows with work, input digest) per fragment with work."""
     def without_fragments(self, fragment_ids: list[int]) -> BackfillPlan: ...
-    def tasks(self, checkpoint_size: int, task_size: int) -> list[dict]:
-        """Dicts with fragment_id, rows, offsets (pa.UInt32Array), batches [(start, end, checkpoint uri)]."""
-    def fragment_checkpoints(self, checkpoint_size: int) -> list[tuple[int, list[str]]]: ...
+    def tasks(self, batch_size: int, task_size: int) -> list[dict]:
+        """Dicts with fragment_id, rows, offsets (pa.UInt32Array), input_digest, checkpoint_root and
+        batches [(start, end, done)]: done when checkpoints hold every row of the batch already."""
+    def commit(self, column: str, fragment_ids: list[int]) -> int:
+        """Commit whole fragments from their checkpoints as one DataReplacement; returns the new version."""
+    def remove_checkpoints(self, fragment_ids: list[int]) -> None: ...
 
 def plan_backfill(
     uri: str,
@@ -93,15 +96,15 @@ def plan_backfill(
     job_key: str,
     input_columns: list[str],
     filter: str | None = None,
-    version: int | None = None,
-) -> BackfillPlan: ...
+    only_null: bool = False,
+) -> BackfillPlan:
+    """The rows needing work; ``only_null``: ``filter`` is exactly "``column`` IS NULL"."""
+
 def read_rows(uri: str, version: int, fragment_id: int, offsets: pa.Array, columns: list[str]) -> pa.RecordBatch:
     """The input columns of the rows at physical ``offsets`` of one fragment."""
 
-def checkpoint_write(uri: str, offsets: pa.Array, values: pa.Array) -> None: ...
-def checkpoint_exists(uri: str) -> bool: ...
-def commit_fragments(uri: str, version: int, column: str, fragments: list[tuple[int, list[str]]]) -> int:
-    """Commit whole fragments from their checkpoints as one DataReplacement; returns the new version."""
+def checkpoint_write(root: str, fragment_id: int, input_digest: str, offsets: pa.Array, values: pa.Array) -> str:
+    """Store the values of a run of one fragment's rows as one checkpoint under ``root``; returns its URI."""
 
 # -- environment verdicts (src/py/package.rs) --------------------------------------------------
 

@@ -13,7 +13,6 @@ import functools
 import hashlib
 import json
 import math
-import shutil
 import threading
 import time
 import traceback
@@ -30,10 +29,16 @@ from geneva.db import did_you_mean
 from geneva.exceptions import BackfillCancelled, BackfillError, ColumnNotFoundError, InvalidInputError, UdfError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from geneva.db import Table
     from geneva.udf import UDF
 
 MIN_CHECKPOINT_SIZE, MAX_CHECKPOINT_SIZE = 1024, 32768
+TASKS_PER_SLOT = 2  # a slow worker leaves the others something to take over
+CHECKPOINT_SECONDS = 2.0  # by default a task checkpoints what it computed at least this often
+CHECKPOINT_BYTES = 64 << 20  # ... or once it holds this much computed data
+PROGRESS_SECONDS = 0.1  # a task reports its counts at most this often (and at its end)
 COMPUTED_META = "geneva.computed_version"  # field metadata: UDF version the stored values came from
 ON_ERROR = ("fail", "skip")
 
@@ -195,7 +200,8 @@ def start(
     else:
         row_filter = f"{_quote(column)} IS NULL"
     key = _job_key(fn.version, row_filter)
-    plan = _native.plan_backfill(table.uri, column, key, inputs, row_filter)
+    only_null = opts.where is None and not recompute_all
+    plan = _native.plan_backfill(table.uri, column, key, inputs, row_filter, only_null=only_null)
     notes = []
     if recompute_all:
         notes.append(f"UDF {fn.name} changed (version {computed} -> {fn.version}): recomputing every row")
@@ -352,31 +358,65 @@ class Job:
         finally:
             self._finished.set()
 
-    def _sizes(self) -> tuple[int, int]:
-        """(rows per checkpoint, rows per task).
+    def _sizes(self) -> tuple[int, int, float]:
+        """(rows per batch, rows per task, seconds between checkpoints).
 
-        By default a checkpoint holds a share of the job (two per concurrent
-        task), between 1,024 and 32,768 rows: small jobs still spread over the
-        workers, big ones do not pay a checkpoint write per few thousand rows.
-        A resume redoes at most one checkpoint per task that was running.
+        A task reads, computes and checkpoints its rows in batches. Given a
+        ``checkpoint_size`` (the call's or the UDF's), every batch is one
+        checkpoint. By default a batch holds a share of the job (two per
+        concurrent task), between 1,024 and 32,768 rows, and a task keeps
+        computed batches and writes them as one checkpoint once
+        ``CHECKPOINT_SECONDS`` have passed since its last one (or it holds
+        ``CHECKPOINT_BYTES``, or the task ends): a fast UDF pays a few checkpoint
+        writes per task instead of one per batch, and a crash or a cancel loses
+        at most that long of each running task's work plus one batch.
+
+        A task holds the share of one slot (tasks never span fragments): the
+        progress moves as the task goes (see ``_streaming``), so tasks need not
+        be small for the display's sake, and each task is a Ray round trip.
         """
         opts, plan = self._opts, self._plan
-        # Sized by ``concurrency`` even when fewer tasks fit at once: the live progress moves a
-        # task at a time, and a 2-CPU machine would otherwise show a job in quarters.
         share = math.ceil(plan.rows / max(1, opts.concurrency * 2)) if plan.rows else MIN_CHECKPOINT_SIZE
-        adaptive = min(MAX_CHECKPOINT_SIZE, max(MIN_CHECKPOINT_SIZE, share))
-        checkpoint = opts.checkpoint_size or self.udf.checkpoint_size or adaptive
+        given = opts.checkpoint_size or self.udf.checkpoint_size
+        batch = given or min(MAX_CHECKPOINT_SIZE, max(MIN_CHECKPOINT_SIZE, share))
+        interval = 0.0 if given else CHECKPOINT_SECONDS
         if opts.task_size is not None:
-            return checkpoint, max(opts.task_size, checkpoint)
-        return checkpoint, max(checkpoint, min(checkpoint * 16, share))
+            return batch, max(opts.task_size, batch), interval
+        if not self._streaming:
+            # Progress moves a task at a time: tasks sized by ``concurrency``, as many as 16 batches.
+            return batch, max(batch, min(batch * 16, share)), interval
+        per_slot = math.ceil(plan.rows / (self._slots * TASKS_PER_SLOT)) if plan.rows else batch
+        return batch, math.ceil(per_slot / batch) * batch, interval
+
+    @functools.cached_property
+    def _streaming(self) -> bool:
+        """Tasks report as they go (Ray generator tasks), except through Ray Client (a ``ray://``
+        address: an existing cluster or KubeRay), which has no generator tasks: there a task
+        reports its counts when it ends."""
+        from geneva.runners.ray._mgr import active_session
+
+        session = active_session()
+        return session is None or session.kind == "local"
 
     @functools.cached_property
     def _slots(self) -> int:
-        """Tasks kept in flight: ``concurrency``, or fewer when the cluster has fewer CPUs (GPUs) than
-        that many tasks ask for (the rest would only wait in Ray's queue instead of ours, where a
-        cancel need not reach them).
+        """Tasks that run at once: ``concurrency``, or fewer when the cluster has fewer CPUs (GPUs)
+        than that many tasks ask for.
 
         KubeRay clusters may scale up during the job: they get ``concurrency`` as given."""
+        return min(self._opts.concurrency, self._fits)
+
+    @functools.cached_property
+    def _inflight(self) -> int:
+        """Tasks kept submitted: one running and one queued in Ray per slot when the cluster's
+        resources are what limits the job (a worker that finishes a task starts the next at once
+        instead of after a round trip through the driver), never more than ``concurrency`` (Ray
+        would run them all if it could). A cancel reaches queued tasks as well as running ones."""
+        return min(self._opts.concurrency, 2 * self._fits)
+
+    @functools.cached_property
+    def _fits(self) -> int:
+        """How many tasks the cluster's CPUs (GPUs) hold at once (unbounded for KubeRay)."""
         from geneva.runners.ray._mgr import active_session
 
         session = active_session()
@@ -409,11 +449,13 @@ class Job:
 
     def _drive(self, started: float) -> BackfillResult:
         plan = self._plan
-        checkpoint_size, task_size = self._sizes()
-        tasks = plan.tasks(checkpoint_size, task_size)
+        batch_size, task_size, interval = self._sizes()
+        tasks = plan.tasks(batch_size, task_size)
+        for task in tasks:
+            task["checkpoint_seconds"] = interval
         tally = _Tally(version=plan.version)
         if tasks:
-            self._run_tasks(tasks, checkpoint_size, tally, started)
+            self._run_tasks(tasks, tally, started)
         if tally.errors:
             self._record_errors(tally.errors)
         if self._mark_computed and tally.failed == 0 and self._computed != self.udf.version:
@@ -433,7 +475,7 @@ class Job:
             seconds=time.monotonic() - started,
         )
 
-    def _run_tasks(self, tasks: list[dict[str, Any]], checkpoint_size: int, tally: _Tally, started: float) -> None:
+    def _run_tasks(self, tasks: list[dict[str, Any]], tally: _Tally, started: float) -> None:
         """Keeps `concurrency` tasks in flight; commits each fragment once all its tasks are done."""
         ray = _ensure_ray()
         plan, opts = self._plan, self._opts
@@ -444,11 +486,10 @@ class Job:
         options = self._ray_options()
         if session is not None and session.runtime_env:
             options["runtime_env"] = session.runtime_env
-        remote = ray.remote(max_retries=0)(_run_task).options(**options)
+        remote = _remote_task(ray, self._streaming).options(**options)
         # The UDF travels as bytes and is unpickled inside the task, after the session's
         # layers are on sys.path: its module references resolve against the shipped files.
         udf_ref = ray.put(_pickle_udf(self.udf))
-        uris = dict(plan.fragment_checkpoints(checkpoint_size))
         tasks_left = Counter(t["fragment_id"] for t in tasks)
         queue = deque(tasks)
         inflight: dict[Any, dict[str, Any]] = {}
@@ -460,15 +501,27 @@ class Job:
                         f"backfill {self.job_id} of {self.column!r} {self._cancel_reason}; checkpoints kept, "
                         "so a rerun resumes"
                     )
-                while queue and len(inflight) < self._slots:
+                while queue and len(inflight) < self._inflight:
                     task = queue.popleft()
                     ref = remote.remote(self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error, env)
                     inflight[ref] = task
+                # A generator is ready when a report (or its end, or its error) has arrived; a
+                # plain task (Ray Client) when it has ended.
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.1)
                 finished = []
                 for ref in ready:
-                    task = inflight.pop(ref)
-                    tally.add(_task_outcome(ray, ref, task))
+                    task = inflight[ref]
+                    if self._streaming:
+                        try:
+                            report = next(ref)
+                        except StopIteration:
+                            report = None
+                        if report is not None:
+                            tally.add(_task_outcome(ray, report, task))
+                            continue
+                    else:
+                        tally.add(_task_outcome(ray, ref, task))
+                    del inflight[ref]
                     tasks_left[task["fragment_id"]] -= 1
                     if tasks_left[task["fragment_id"]] == 0:
                         finished.append(task["fragment_id"])
@@ -480,28 +533,27 @@ class Job:
                     errors=tuple(e["error"] for e in tally.errors[:5]),
                 )
                 if finished:
-                    self._commit([(fid, uris[fid]) for fid in finished], tally)
+                    self._commit(finished, tally)
         except BaseException:
             for ref in inflight:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
             raise
 
-    def _commit(self, groups: list[tuple[int, list[str]]], tally: _Tally) -> None:
+    def _commit(self, fragment_ids: list[int], tally: _Tally) -> None:
         self._update(stage="committing")
-        tally.version = _native.commit_fragments(self.table.uri, self._plan.version, self.column, groups)
-        self._after_commit(groups)
-        tally.committed += len(groups)
+        tally.version = self._plan.commit(self.column, fragment_ids)
+        self._after_commit(fragment_ids)
+        tally.committed += len(fragment_ids)
         self._update(stage="running", fragments_committed=tally.committed)
 
-    def _after_commit(self, groups: list[tuple[int, list[str]]]) -> None:
+    def _after_commit(self, fragment_ids: list[int]) -> None:
         """Marks committed fragments (a rerun with the same filter skips them) and drops their checkpoints."""
         root = Path(self._plan.checkpoint_root)
         digests = {fid: digest for fid, _, digest in self._plan.fragments()}
-        for fid, uris in groups:
+        for fid in fragment_ids:
             (root / f"f{fid}-{digests[fid]}.committed").touch()
-            for uri in uris:
-                shutil.rmtree(uri, ignore_errors=True)
+        self._plan.remove_checkpoints(fragment_ids)
 
     def _record_errors(self, errors: list[dict[str, Any]]) -> None:
         path = Path(self.table.uri) / "_geneva" / "errors" / f"{self.job_id}.lance"
@@ -521,6 +573,13 @@ class Job:
             ),
         )
         _native.table_create(str(path), rows.to_reader(), False)
+
+
+@functools.cache
+def _remote_task(ray: Any, streaming: bool) -> Any:
+    """The Ray task, defined once: Ray exports a function's code at its first call on each
+    cluster (and again on a new one), not at every job."""
+    return ray.remote(max_retries=0)(_run_task if streaming else _run_whole_task)
 
 
 # -- worker side (runs in Ray workers; never imports IPython or widgets) ----------
@@ -592,20 +651,22 @@ def _evaluate(
     fn: UDF, call: Any, batch: pa.RecordBatch, offsets: pa.Array, fragment_id: int, on_error: str
 ) -> tuple[pa.Array, list[dict[str, Any]]]:
     """The UDF's values for ``batch``; on_error='skip' turns failing rows into NULL plus an error record."""
-    offset_list = offsets.to_pylist()
+
+    def offset(i: int) -> int:  # looked up only for errors: a whole batch to Python ints costs ~1 ms
+        return offsets[i].as_py()
 
     def row_place(i: int) -> str:
-        return f"the row at offset {offset_list[i]} of fragment {fragment_id}, inputs {_row_inputs(batch, i)}"
+        return f"the row at offset {offset(i)} of fragment {fragment_id}, inputs {_row_inputs(batch, i)}"
 
     if fn.kind != "scalar":
         try:
             return fn.evaluate(call, batch), []
         except Exception as exc:
-            place = f"the rows at offsets {offset_list[0]}..{offset_list[-1]} of fragment {fragment_id}"
+            place = f"the rows at offsets {offset(0)}..{offset(len(offsets) - 1)} of fragment {fragment_id}"
             if on_error == "fail":
                 raise _failure(fn, exc, place) from None
             return pa.nulls(batch.num_rows, fn.data_type), [
-                _error_record(fragment_id, offset_list[i], batch, i, exc) for i in range(batch.num_rows)
+                _error_record(fragment_id, offset(i), batch, i, exc) for i in range(batch.num_rows)
             ]
 
     # Scalar: one call per row, each failure tied to its row.
@@ -618,7 +679,7 @@ def _evaluate(
         except Exception as exc:
             if on_error == "fail":
                 raise _failure(fn, exc, row_place(i)) from None
-            errors.append(_error_record(fragment_id, offset_list[i], batch, i, exc))
+            errors.append(_error_record(fragment_id, offset(i), batch, i, exc))
             value = None
         values.append(value)
     while True:
@@ -628,7 +689,7 @@ def _evaluate(
             row = getattr(exc, "row", None)
             if on_error == "fail" or row is None:
                 raise _failure(fn, exc, row_place(row) if row is not None else f"fragment {fragment_id}") from None
-            errors.append(_error_record(fragment_id, offset_list[row], batch, row, exc))
+            errors.append(_error_record(fragment_id, offset(row), batch, row, exc))
             values[row] = None
 
 
@@ -640,8 +701,9 @@ def _run_task(
     inputs: list[str],
     on_error: str,
     env: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One Ray task: for each batch, skip it if checkpointed, else read, compute, checkpoint."""
+) -> Iterator[dict[str, Any]]:
+    """One Ray (generator) task: reads, computes and checkpoints its batches, skipping those
+    checkpointed already; yields its counts as it goes (see ``_Counts``)."""
     from geneva import _worker
 
     _worker.apply(env)
@@ -652,23 +714,90 @@ def _run_task(
         raise UdfError(f"UDF {fn.name} could not start: {_worker.missing_module_hint(exc)}") from None
     fragment_id = task["fragment_id"]
     offsets: pa.UInt32Array = task["offsets"]
-    processed = resumed = failed = 0
-    errors: list[dict[str, Any]] = []
-    for start, end, uri in task["batches"]:
-        if _native.checkpoint_exists(uri):
-            resumed += end - start
-            continue
-        batch_offsets = offsets[start:end]
-        rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs)
-        step = fn.batch_size or rows.num_rows or 1
-        parts = []
-        for lo in range(0, rows.num_rows, step):
-            part, errs = _evaluate(fn, call, rows.slice(lo, step), batch_offsets[lo : lo + step], fragment_id, on_error)
-            parts.append(part)
-            errors.extend(errs)
-            failed += len(errs)
-        values = pa.concat_arrays(parts) if parts else pa.array([], type=fn.data_type)
-        _native.checkpoint_write(uri, batch_offsets, values)
-        processed += end - start
-    processed -= failed
-    return {"processed": processed, "resumed": resumed, "failed": failed, "errors": errors}
+    pending = _Pending(task)
+    counts = _Counts()
+    for start, end, done in task["batches"]:
+        if done:
+            pending.flush()  # a checkpoint holds a contiguous run of the plan
+            counts.resumed += end - start
+        else:
+            batch_offsets = offsets[start:end]
+            rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs)
+            step = fn.batch_size or rows.num_rows or 1
+            parts = []
+            for lo in range(0, rows.num_rows, step):
+                part, errs = _evaluate(
+                    fn, call, rows.slice(lo, step), batch_offsets[lo : lo + step], fragment_id, on_error
+                )
+                parts.append(part)
+                counts.errors.extend(errs)
+                counts.failed += len(errs)
+                counts.processed += len(part) - len(errs)
+            pending.add(batch_offsets, pa.concat_arrays(parts) if parts else pa.array([], type=fn.data_type))
+        if counts.due():
+            yield counts.take()
+    pending.flush()
+    yield counts.take()
+
+
+@dataclass
+class _Counts:
+    """A task's counts since its last report: reported at most every ``PROGRESS_SECONDS``
+    (each report is a message to the driver) and at the end."""
+
+    processed: int = 0
+    resumed: int = 0
+    failed: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+    def due(self) -> bool:
+        return time.monotonic() - self.since >= PROGRESS_SECONDS
+
+    def take(self) -> dict[str, Any]:
+        out = {"processed": self.processed, "resumed": self.resumed, "failed": self.failed, "errors": self.errors}
+        self.processed = self.resumed = self.failed = 0
+        self.errors = []
+        self.since = time.monotonic()
+        return out
+
+
+def _run_whole_task(*args: Any) -> dict[str, Any]:
+    """``_run_task`` as a plain task (for Ray Client): its reports summed, returned at its end."""
+    total: dict[str, Any] = {"processed": 0, "resumed": 0, "failed": 0, "errors": []}
+    for report in _run_task(*args):
+        for key, value in report.items():
+            total[key] += value
+    return total
+
+
+class _Pending:
+    """A task's computed batches not yet checkpointed: written as one checkpoint once
+    ``checkpoint_seconds`` have passed since the last one or ``CHECKPOINT_BYTES`` are held."""
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self.offsets: list[pa.Array] = []
+        self.values: list[pa.Array] = []
+        self.nbytes = 0
+        self.since = time.monotonic()
+
+    def add(self, offsets: pa.Array, values: pa.Array) -> None:
+        self.offsets.append(offsets)
+        self.values.append(values)
+        self.nbytes += values.nbytes
+        if time.monotonic() - self.since >= self.task["checkpoint_seconds"] or self.nbytes >= CHECKPOINT_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.offsets:
+            task = self.task
+            _native.checkpoint_write(
+                task["checkpoint_root"],
+                task["fragment_id"],
+                task["input_digest"],
+                pa.concat_arrays(self.offsets),
+                pa.concat_arrays(self.values),
+            )
+        self.offsets, self.values, self.nbytes = [], [], 0
+        self.since = time.monotonic()

@@ -18,13 +18,14 @@ const CONCURRENT_READS: usize = 8;
 /// How often a commit is retried when another writer committed first.
 const COMMIT_ATTEMPTS: usize = 5;
 
-/// Commits `fragments` (fragment id, its checkpoint URIs) of `column` at
-/// `version`; returns the new table version.
+/// Commits `fragments` (fragment id, its checkpoint URIs, its planned offsets)
+/// of `column` at `version`; returns the new table version. Every planned
+/// offset must be held by a checkpoint.
 pub async fn commit_fragments(
     table_uri: &str,
     version: u64,
     column: &str,
-    fragments: &[(u64, Vec<String>)],
+    fragments: &[(u64, Vec<String>, Vec<u32>)],
 ) -> Result<u64> {
     let ds = table::open(table_uri, Some(version)).await?;
     table::validate_columns(&ds, &[column.to_owned()])?;
@@ -33,8 +34,8 @@ pub async fn commit_fragments(
     let arrow_field = Field::from(field);
 
     let mut replacements = Vec::with_capacity(fragments.len());
-    for (fragment_id, uris) in fragments {
-        let column_data = fragment_column(&ds, *fragment_id, column, &arrow_field, uris).await?;
+    for (fragment_id, uris, planned) in fragments {
+        let column_data = fragment_column(&ds, *fragment_id, column, &arrow_field, uris, planned).await?;
         let schema = Arc::new(Schema::new(vec![arrow_field.clone()]));
         let batch = RecordBatch::try_new(schema, vec![column_data])?;
         let fragment = ds.get_fragment(*fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
@@ -54,6 +55,7 @@ async fn fragment_column(
     column: &str,
     field: &Field,
     uris: &[String],
+    planned: &[u32],
 ) -> Result<ArrayRef> {
     let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
         fragment: fragment_id,
@@ -61,7 +63,7 @@ async fn fragment_column(
     })?;
     let physical_rows = fragment.physical_rows().await?;
 
-    // Read concurrently: each is a small dataset (manifest, then one data file).
+    // Read concurrently: each is one small Lance file.
     let read: Vec<Option<Checkpoint>> = futures::stream::iter(uris.to_vec())
         .map(|uri| async move { checkpoint::read(&uri).await })
         .buffered(CONCURRENT_READS)
@@ -71,7 +73,7 @@ async fn fragment_column(
     for (uri, cp) in uris.iter().zip(read) {
         let cp = cp.ok_or_else(|| BackfillError::Checkpoint {
             path: uri.clone(),
-            message: "missing: the fragment is not fully checkpointed".into(),
+            message: "vanished before the commit".into(),
         })?;
         if cp.values.data_type() != field.data_type() {
             return Err(BackfillError::Checkpoint {
@@ -82,10 +84,17 @@ async fn fragment_column(
         checkpoints.push(cp);
     }
 
+    // Every row planned and the checkpoints tile the fragment in order (the
+    // usual first run): the column is their values end to end.
+    checkpoints.sort_by_key(|c| c.offsets.values().first().copied());
+    if planned.len() == physical_rows && tiles(&checkpoints, physical_rows) {
+        let values: Vec<&dyn Array> = checkpoints.iter().map(|c| c.values.as_ref()).collect();
+        return Ok(arrow::compute::concat(&values)?);
+    }
+
     // Old values of live rows, with their offsets (deleted rows stay null);
-    // not needed when the checkpoints cover every row.
-    let covered: usize = checkpoints.iter().map(|c| c.offsets.len()).sum();
-    let old: Vec<RecordBatch> = if covered == physical_rows {
+    // not needed when every row was planned (and so is in a checkpoint).
+    let old: Vec<RecordBatch> = if planned.len() == physical_rows {
         Vec::new()
     } else {
         let mut scanner = fragment.scan();
@@ -122,8 +131,29 @@ async fn fragment_column(
             *slot = (source, i);
         }
     }
+    let first_checkpoint = sources.len() - checkpoints.len();
+    if let Some(missing) = planned.iter().find(|o| picks.get(**o as usize).is_none_or(|p| p.0 < first_checkpoint)) {
+        return Err(BackfillError::Fragment {
+            fragment: fragment_id,
+            message: format!("not fully checkpointed: no checkpoint holds the row at offset {missing}"),
+        });
+    }
     let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
     Ok(arrow::compute::interleave(&refs, &picks)?)
+}
+
+/// Whether the checkpoints (sorted by first offset) hold offsets 0..rows, each once, in order.
+fn tiles(checkpoints: &[Checkpoint], rows: usize) -> bool {
+    let mut next = 0u64;
+    for cp in checkpoints {
+        let offsets = cp.offsets.values();
+        let in_order = offsets.iter().enumerate().all(|(i, o)| u64::from(*o) == next + i as u64);
+        if !in_order {
+            return false;
+        }
+        next += offsets.len() as u64;
+    }
+    next == rows as u64
 }
 
 async fn commit_with_retry(table_uri: &str, version: u64, replacements: Vec<DataReplacementGroup>) -> Result<u64> {

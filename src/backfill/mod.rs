@@ -7,7 +7,7 @@ pub mod commit;
 pub mod plan;
 pub mod read;
 
-pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use checkpoint::{Checkpoint, CheckpointStore, checkpoints_of, covered};
 pub use commit::commit_fragments;
 pub use plan::{FragmentWork, Plan, plan};
 

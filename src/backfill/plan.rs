@@ -34,29 +34,60 @@ impl Plan {
 
 /// Plans at the dataset's checked-out version. `filter` is the complete row
 /// filter (the caller adds "target IS NULL" when the user gave no `where`);
-/// `input_columns` are the UDF's inputs.
-pub async fn plan(ds: &Dataset, filter: Option<&str>, input_columns: &[String]) -> Result<Plan> {
+/// `input_columns` are the UDF's inputs. `null_target`: the filter is exactly
+/// "`null_target` IS NULL", so a fragment without a data file for that column
+/// (declared after the fragment was written, never filled) and without
+/// deleted rows needs every row, and is planned without a scan.
+pub async fn plan(
+    ds: &Dataset,
+    filter: Option<&str>,
+    input_columns: &[String],
+    null_target: Option<&str>,
+) -> Result<Plan> {
     table::validate_columns(ds, input_columns)?;
     let input_ids: Vec<i32> = input_columns.iter().filter_map(|c| ds.schema().field(c)).map(|f| f.id).collect();
-    let mut scanner = ds.scan();
-    scanner.project::<&str>(&[]).map_err(TableError::Lance)?;
-    scanner.with_row_address();
+    let target_ids: Option<Vec<i32>> = null_target.and_then(|c| ds.schema().field(c)).map(|f| {
+        let mut ids = vec![f.id];
+        ids.extend(f.children.iter().map(|c| c.id));
+        ids
+    });
     if let Some(f) = filter {
         table::validate_filter(ds, f).await?;
-        scanner.filter(f).map_err(TableError::Lance)?;
     }
-    let batches: Vec<_> = scanner.try_into_stream().await?.try_collect().await?;
     let mut by_fragment: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-    for batch in &batches {
-        let column = batch
-            .column_by_name(lance_core::ROW_ADDR)
-            .ok_or_else(|| TableError::Invalid(format!("scan returned no {} column", lance_core::ROW_ADDR)))?;
-        let addrs = column
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| TableError::Invalid("row addresses are not u64".into()))?;
-        for addr in addrs.values().iter() {
-            by_fragment.entry(addr >> 32).or_default().push(*addr as u32);
+    let mut to_scan = Vec::new();
+    for frag in ds.get_fragments() {
+        let meta = frag.metadata();
+        let never_filled = target_ids.as_ref().is_some_and(|ids| {
+            meta.deletion_file.is_none() && !meta.files.iter().any(|file| file.fields.iter().any(|id| ids.contains(id)))
+        });
+        match meta.physical_rows {
+            Some(rows) if never_filled => {
+                by_fragment.insert(meta.id, (0..rows as u32).collect());
+            }
+            _ => to_scan.push(meta.clone()),
+        }
+    }
+    if !to_scan.is_empty() {
+        let mut scanner = ds.scan();
+        scanner.with_fragments(to_scan);
+        scanner.project::<&str>(&[]).map_err(TableError::Lance)?;
+        scanner.with_row_address();
+        if let Some(f) = filter {
+            scanner.filter(f).map_err(TableError::Lance)?;
+        }
+        let batches: Vec<_> = scanner.try_into_stream().await?.try_collect().await?;
+        for batch in &batches {
+            let column = batch
+                .column_by_name(lance_core::ROW_ADDR)
+                .ok_or_else(|| TableError::Invalid(format!("scan returned no {} column", lance_core::ROW_ADDR)))?;
+            let addrs = column
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .ok_or_else(|| TableError::Invalid("row addresses are not u64".into()))?;
+            for addr in addrs.values().iter() {
+                by_fragment.entry(addr >> 32).or_default().push(*addr as u32);
+            }
         }
     }
     let mut fragments = Vec::with_capacity(by_fragment.len());

@@ -2,7 +2,8 @@
 
 use super::block_on;
 use super::errors::backfill_error;
-use crate::backfill::{self, CheckpointStore, Plan, checkpoint, read};
+use crate::backfill::checkpoint::{self, Found};
+use crate::backfill::{self, CheckpointStore, Plan, read};
 use crate::table;
 use arrow::array::{Array, ArrayData, UInt32Array, make_array};
 use arrow::record_batch::RecordBatch;
@@ -13,8 +14,16 @@ use pyo3::types::PyDict;
 /// The rows a backfill must compute, at one pinned table version.
 #[pyclass(module = "geneva._native", frozen)]
 pub struct BackfillPlan {
+    uri: String,
     plan: Plan,
     store: CheckpointStore,
+}
+
+impl BackfillPlan {
+    fn listed(&self, py: Python<'_>) -> PyResult<Vec<Found>> {
+        let store = self.store.clone();
+        block_on(py, async move { store.list().await }, backfill_error)
+    }
 }
 
 #[pymethods]
@@ -50,38 +59,36 @@ impl BackfillPlan {
     fn without_fragments(&self, fragment_ids: Vec<u64>) -> BackfillPlan {
         let mut plan = self.plan.clone();
         plan.fragments.retain(|f| !fragment_ids.contains(&f.fragment_id));
-        BackfillPlan { plan, store: self.store.clone() }
+        BackfillPlan { uri: self.uri.clone(), plan, store: self.store.clone() }
     }
 
     /// Work split for Ray: one dict per task with `fragment_id`, `offsets`
-    /// (pyarrow uint32) and `batches`: [(start, end, checkpoint_uri)] slices of
-    /// `offsets`, one checkpoint each. A task holds at most `task_size` rows;
-    /// batches hold `checkpoint_size` rows and never span tasks.
-    fn tasks<'py>(
-        &self,
-        py: Python<'py>,
-        checkpoint_size: usize,
-        task_size: usize,
-    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let checkpoint_size = checkpoint_size.max(1);
-        let per_task = (task_size / checkpoint_size).max(1) * checkpoint_size;
+    /// (pyarrow uint32), `input_digest`, `checkpoint_root` and `batches`:
+    /// [(start, end, done)] slices of `offsets` of `batch_size` rows, `done` when
+    /// checkpoints already hold every row of the slice (one LIST of the
+    /// checkpoints). A task holds at most `task_size` rows of one fragment.
+    fn tasks<'py>(&self, py: Python<'py>, batch_size: usize, task_size: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let batch_size = batch_size.max(1);
+        let per_task = (task_size / batch_size).max(1) * batch_size;
+        let found = self.listed(py)?;
         let mut out = Vec::new();
         for frag in &self.plan.fragments {
-            for task_offsets in frag.offsets.chunks(per_task) {
+            let covered = backfill::covered(frag, &found);
+            for (t, task_offsets) in frag.offsets.chunks(per_task).enumerate() {
                 let dict = PyDict::new(py);
                 dict.set_item("fragment_id", frag.fragment_id)?;
                 dict.set_item("rows", task_offsets.len())?;
-                let array = UInt32Array::from(task_offsets.to_vec());
-                dict.set_item("offsets", PyArrowType(array.into_data()))?;
-                let mut batches = Vec::new();
-                for (i, chunk) in task_offsets.chunks(checkpoint_size).enumerate() {
-                    let start = i * checkpoint_size;
-                    batches.push((
-                        start,
-                        start + chunk.len(),
-                        self.store.uri(frag.fragment_id, &frag.input_digest, chunk),
-                    ));
-                }
+                dict.set_item("input_digest", &frag.input_digest)?;
+                dict.set_item("checkpoint_root", &self.store.root)?;
+                dict.set_item("offsets", PyArrowType(UInt32Array::from(task_offsets.to_vec()).into_data()))?;
+                let batches: Vec<(usize, usize, bool)> = (0..task_offsets.len())
+                    .step_by(batch_size)
+                    .map(|start| {
+                        let end = (start + batch_size).min(task_offsets.len());
+                        let base = t * per_task;
+                        (start, end, covered[base + start..base + end].iter().all(|c| *c))
+                    })
+                    .collect();
                 dict.set_item("batches", batches)?;
                 out.push(dict);
             }
@@ -89,27 +96,33 @@ impl BackfillPlan {
         Ok(out)
     }
 
-    /// The checkpoint URIs of each fragment, for `commit_fragments`.
-    fn fragment_checkpoints(&self, checkpoint_size: usize) -> Vec<(u64, Vec<String>)> {
-        let checkpoint_size = checkpoint_size.max(1);
-        self.plan
+    /// Commits whole fragments of `column` from their checkpoints (every planned
+    /// row must be held by one) as one DataReplacement; returns the new version.
+    fn commit(&self, py: Python<'_>, column: String, fragment_ids: Vec<u64>) -> PyResult<u64> {
+        let found = self.listed(py)?;
+        let groups: Vec<(u64, Vec<String>, Vec<u32>)> = self
+            .plan
             .fragments
             .iter()
-            .map(|f| {
-                let uris = f
-                    .offsets
-                    .chunks(checkpoint_size)
-                    .map(|c| self.store.uri(f.fragment_id, &f.input_digest, c))
-                    .collect();
-                (f.fragment_id, uris)
-            })
-            .collect()
+            .filter(|f| fragment_ids.contains(&f.fragment_id))
+            .map(|f| (f.fragment_id, backfill::checkpoints_of(f, &found), f.offsets.clone()))
+            .collect();
+        let (uri, version) = (self.uri.clone(), self.plan.version);
+        block_on(py, async move { backfill::commit_fragments(&uri, version, &column, &groups).await }, backfill_error)
+    }
+
+    /// Deletes the checkpoints of `fragment_ids` (after they are committed).
+    fn remove_checkpoints(&self, py: Python<'_>, fragment_ids: Vec<u64>) -> PyResult<()> {
+        let uris: Vec<String> =
+            self.listed(py)?.into_iter().filter(|f| fragment_ids.contains(&f.fragment_id)).map(|f| f.uri).collect();
+        block_on(py, async move { checkpoint::remove(&uris).await }, backfill_error)
     }
 }
 
-/// Plans a backfill of `column` at `version` (latest when None); `filter` is the full row filter.
+/// Plans a backfill of `column` at the table's latest version; `filter` is the full row
+/// filter; `only_null`: it is exactly "`column` IS NULL" (rows never computed).
 #[pyfunction]
-#[pyo3(signature = (uri, column, job_key, input_columns, filter=None, version=None))]
+#[pyo3(signature = (uri, column, job_key, input_columns, filter=None, only_null=false))]
 fn plan_backfill(
     py: Python<'_>,
     uri: String,
@@ -117,19 +130,21 @@ fn plan_backfill(
     job_key: String,
     input_columns: Vec<String>,
     filter: Option<String>,
-    version: Option<u64>,
+    only_null: bool,
 ) -> PyResult<BackfillPlan> {
     let store = CheckpointStore::new(&uri, &column, &job_key);
+    let table_uri = uri.clone();
     let plan = block_on(
         py,
         async move {
-            let ds = table::open(&uri, version).await?;
+            let ds = table::open(&uri, None).await?;
             table::validate_columns(&ds, std::slice::from_ref(&column))?;
-            backfill::plan(&ds, filter.as_deref(), &input_columns).await
+            let null_target = only_null.then_some(column.as_str());
+            backfill::plan(&ds, filter.as_deref(), &input_columns, null_target).await
         },
         backfill_error,
     )?;
-    Ok(BackfillPlan { plan, store })
+    Ok(BackfillPlan { uri: table_uri, plan, store })
 }
 
 fn offsets_of(data: PyArrowType<ArrayData>) -> PyResult<UInt32Array> {
@@ -158,34 +173,28 @@ fn read_rows(
     Ok(PyArrowType(batch))
 }
 
-/// Stores one computed batch: values for the physical `offsets`.
+/// Stores the values of a run of rows (physical `offsets` of one fragment) as
+/// one checkpoint under `root`; returns its URI.
 #[pyfunction]
 fn checkpoint_write(
     py: Python<'_>,
-    uri: String,
+    root: String,
+    fragment_id: u64,
+    input_digest: String,
     offsets: PyArrowType<ArrayData>,
     values: PyArrowType<ArrayData>,
-) -> PyResult<()> {
+) -> PyResult<String> {
     let offsets = offsets_of(offsets)?;
     let values = make_array(values.0);
-    block_on(py, async move { checkpoint::write(&uri, &offsets, values).await }, backfill_error)
-}
-
-#[pyfunction]
-fn checkpoint_exists(py: Python<'_>, uri: String) -> PyResult<bool> {
-    block_on(py, async move { Ok::<_, backfill::BackfillError>(checkpoint::exists(&uri).await) }, backfill_error)
-}
-
-/// Commits whole fragments of `column` from their checkpoints; returns the new version.
-#[pyfunction]
-fn commit_fragments(
-    py: Python<'_>,
-    uri: String,
-    version: u64,
-    column: String,
-    fragments: Vec<(u64, Vec<String>)>,
-) -> PyResult<u64> {
-    block_on(py, async move { backfill::commit_fragments(&uri, version, &column, &fragments).await }, backfill_error)
+    let uri = CheckpointStore { root }.uri(fragment_id, &input_digest, offsets.values());
+    block_on(
+        py,
+        async move {
+            checkpoint::write(&uri, &offsets, values).await?;
+            Ok::<_, backfill::BackfillError>(uri)
+        },
+        backfill_error,
+    )
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -193,7 +202,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan_backfill, m)?)?;
     m.add_function(wrap_pyfunction!(read_rows, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint_write, m)?)?;
-    m.add_function(wrap_pyfunction!(checkpoint_exists, m)?)?;
-    m.add_function(wrap_pyfunction!(commit_fragments, m)?)?;
     Ok(())
 }
