@@ -511,16 +511,8 @@ class Job:
                 finished = []
                 for ref in ready:
                     task = inflight[ref]
-                    if self._streaming:
-                        try:
-                            report = next(ref)
-                        except StopIteration:
-                            report = None
-                        if report is not None:
-                            tally.add(_task_outcome(ray, report, task))
-                            continue
-                    else:
-                        tally.add(_task_outcome(ray, ref, task))
+                    if not self._collect(ray, ref, task, tally):
+                        continue
                     del inflight[ref]
                     tasks_left[task["fragment_id"]] -= 1
                     if tasks_left[task["fragment_id"]] == 0:
@@ -539,6 +531,18 @@ class Job:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
             raise
+
+    def _collect(self, ray: Any, ref: Any, task: dict[str, Any], tally: _Tally) -> bool:
+        """Adds a ready task's report to the tally; True when the task has ended."""
+        if not self._streaming:
+            tally.add(_task_outcome(ray, ref, task))
+            return True
+        try:
+            report = next(ref)
+        except StopIteration:
+            return True
+        tally.add(_task_outcome(ray, report, task))
+        return False
 
     def _commit(self, fragment_ids: list[int], tally: _Tally) -> None:
         self._update(stage="committing")
