@@ -84,7 +84,8 @@ class BackfillPlan:
         """(fragment id, rows with work, input digest) per fragment with work."""
     def without_fragments(self, fragment_ids: list[int]) -> BackfillPlan: ...
     def tasks(self, batch_size: int, task_size: int) -> list[dict]:
-        """Dicts with fragment_id, rows, offsets (pa.UInt32Array), input_digest, checkpoint_root and
+        """Dicts with fragment_id, rows, offsets (pa.UInt32Array, or None for a gapless run from
+        ``first``), input_digest, checkpoint_root and
         batches [(start, end, done)]: done when checkpoints hold every row of the batch already."""
     def commit(self, column: str, fragment_ids: list[int]) -> int:
         """Commit whole fragments from their checkpoints as one DataReplacement; returns the new version."""

@@ -717,7 +717,7 @@ def _run_task(
     except ModuleNotFoundError as exc:
         raise UdfError(f"UDF {fn.name} could not start: {_worker.missing_module_hint(exc)}") from None
     fragment_id = task["fragment_id"]
-    offsets: pa.UInt32Array = task["offsets"]
+    offsets: pa.UInt32Array | None = task["offsets"]
     pending = _Pending(task)
     counts = _Counts()
     for start, end, done in task["batches"]:
@@ -725,7 +725,7 @@ def _run_task(
             pending.flush()  # a checkpoint holds a contiguous run of the plan
             counts.resumed += end - start
         else:
-            batch_offsets = offsets[start:end]
+            batch_offsets = offsets[start:end] if offsets is not None else _run_of(task["first"] + start, end - start)
             rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs)
             step = fn.batch_size or rows.num_rows or 1
             parts = []
@@ -773,6 +773,13 @@ def _run_whole_task(*args: Any) -> dict[str, Any]:
         for key, value in report.items():
             total[key] += value
     return total
+
+
+def _run_of(first: int, n: int) -> pa.Array:
+    """The offsets first, first + 1, ..., first + n - 1."""
+    import numpy as np
+
+    return pa.array(np.arange(first, first + n, dtype=np.uint32))
 
 
 class _Pending:

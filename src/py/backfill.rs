@@ -63,7 +63,7 @@ impl BackfillPlan {
     }
 
     /// Work split for Ray: one dict per task with `fragment_id`, `offsets`
-    /// (pyarrow uint32), `input_digest`, `checkpoint_root` and `batches`:
+    /// (pyarrow uint32; None for a gapless run starting at `first`), `input_digest`, `checkpoint_root` and `batches`:
     /// [(start, end, done)] slices of `offsets` of `batch_size` rows, `done` when
     /// checkpoints already hold every row of the slice (one LIST of the
     /// checkpoints). A task holds at most `task_size` rows of one fragment.
@@ -80,7 +80,14 @@ impl BackfillPlan {
                 dict.set_item("rows", task_offsets.len())?;
                 dict.set_item("input_digest", &frag.input_digest)?;
                 dict.set_item("checkpoint_root", &self.store.root)?;
-                dict.set_item("offsets", PyArrowType(UInt32Array::from(task_offsets.to_vec()).into_data()))?;
+                // A gapless run (the usual case) travels as its first offset, not as an array.
+                let (first, last) = (task_offsets[0], task_offsets[task_offsets.len() - 1]);
+                if (last - first) as usize + 1 == task_offsets.len() {
+                    dict.set_item("offsets", py.None())?;
+                    dict.set_item("first", first)?;
+                } else {
+                    dict.set_item("offsets", PyArrowType(UInt32Array::from(task_offsets.to_vec()).into_data()))?;
+                }
                 let batches: Vec<(usize, usize, bool)> = (0..task_offsets.len())
                     .step_by(batch_size)
                     .map(|start| {
