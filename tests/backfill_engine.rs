@@ -21,12 +21,18 @@ async fn column(uri: &str, name: &str) -> Vec<Option<i64>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn plan_checkpoint_commit_keeps_unselected_rows() {
+/// A table of ids 0..10 with a declared, never filled Int64 column `double`.
+async fn ten_ids_and_an_empty_column() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().join("t.lance").to_string_lossy().into_owned();
     table::create(&uri, ids(10), false).await.unwrap();
     table::add_null_columns(&uri, vec![Field::new("double", DataType::Int64, true)]).await.unwrap();
+    (dir, uri)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_checkpoint_commit_keeps_unselected_rows() {
+    let (_dir, uri) = ten_ids_and_an_empty_column().await;
 
     // Round one: only even ids.
     let ds = table::open(&uri, None).await.unwrap();
@@ -88,10 +94,7 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_column_never_filled_is_planned_without_a_scan_and_deletions_are_respected() {
-    let dir = tempfile::tempdir().unwrap();
-    let uri = dir.path().join("t.lance").to_string_lossy().into_owned();
-    table::create(&uri, ids(10), false).await.unwrap();
-    table::add_null_columns(&uri, vec![Field::new("double", DataType::Int64, true)]).await.unwrap();
+    let (_dir, uri) = ten_ids_and_an_empty_column().await;
     let inputs = vec!["id".to_owned()];
     let ds = table::open(&uri, None).await.unwrap();
     let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double")).await.unwrap();
