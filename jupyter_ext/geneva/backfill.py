@@ -476,7 +476,7 @@ class Job:
         )
 
     def _run_tasks(self, tasks: list[dict[str, Any]], tally: _Tally, started: float) -> None:
-        """Keeps `concurrency` tasks in flight; commits each fragment once all its tasks are done."""
+        """Keeps `_inflight` tasks submitted; commits each fragment once all its tasks are done."""
         ray = _ensure_ray()
         plan, opts = self._plan, self._opts
         from geneva.runners.ray._mgr import active_session
