@@ -154,7 +154,7 @@ pub async fn write(uri: &str, offsets: &UInt32Array, values: ArrayRef) -> Result
     // A run without gaps (the common case) is named by its ends: only the values are stored.
     let mut fields = vec![Field::new(VALUE_COLUMN, values.data_type().clone(), true)];
     let mut columns = vec![values];
-    if !contiguous(offsets.values()) {
+    if super::gapless(offsets.values()).is_none() {
         fields.push(Field::new(OFFSET_COLUMN, DataType::UInt32, false));
         columns.push(Arc::new(offsets.clone()));
     }
@@ -168,13 +168,6 @@ pub async fn write(uri: &str, offsets: &UInt32Array, values: ArrayRef) -> Result
     writer.write_batch(&batch).await?;
     writer.finish().await?;
     Ok(())
-}
-
-fn contiguous(offsets: &[u32]) -> bool {
-    match (offsets.first(), offsets.last()) {
-        (Some(first), Some(last)) => (*last - *first) as usize + 1 == offsets.len(),
-        _ => true,
-    }
 }
 
 /// The checkpoint at `uri`, or None when there is none.
@@ -226,11 +219,6 @@ pub async fn read(uri: &str) -> Result<Option<Checkpoint>> {
         }
     };
     Ok(Some(Checkpoint { offsets, values }))
-}
-
-pub async fn exists(uri: &str) -> Result<bool> {
-    let (store, path) = locate(uri).await?;
-    Ok(store.exists(&path).await?)
 }
 
 /// Deletes checkpoints (after their fragment is committed); a missing one is not an error.

@@ -29,6 +29,13 @@ pub enum BackfillError {
 
 pub type Result<T> = std::result::Result<T, BackfillError>;
 
+/// The physical range of ascending `offsets` when they have no gap (the usual
+/// case: every row of a stretch needs work); None for gaps or no offsets.
+pub fn gapless(offsets: &[u32]) -> Option<std::ops::Range<u32>> {
+    let (first, last) = (*offsets.first()?, *offsets.last()?);
+    ((last - first) as usize + 1 == offsets.len()).then_some(first..last + 1)
+}
+
 impl From<lance::Error> for BackfillError {
     fn from(e: lance::Error) -> Self {
         BackfillError::Lance(e)

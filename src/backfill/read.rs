@@ -43,10 +43,8 @@ pub async fn read_rows(
 ) -> Result<RecordBatch> {
     let ds = opened(uri, version).await?;
     table::validate_columns(&ds, columns)?;
-    if let (Some(first), Some(last)) = (offsets.first(), offsets.last())
-        && (*last - *first) as usize + 1 == offsets.len()
-    {
-        return read_range(&ds, fragment_id, *first..*last + 1, columns).await;
+    if let Some(range) = super::gapless(offsets) {
+        return read_range(&ds, fragment_id, range, columns).await;
     }
     let addrs: Vec<u64> = offsets.iter().map(|o| (fragment_id << 32) | u64::from(*o)).collect();
     let projection = ProjectionRequest::from_columns(columns, ds.schema());

@@ -81,10 +81,9 @@ impl BackfillPlan {
                 dict.set_item("input_digest", &frag.input_digest)?;
                 dict.set_item("checkpoint_root", &self.store.root)?;
                 // A gapless run (the usual case) travels as its first offset, not as an array.
-                let (first, last) = (task_offsets[0], task_offsets[task_offsets.len() - 1]);
-                if (last - first) as usize + 1 == task_offsets.len() {
+                if let Some(run) = backfill::gapless(task_offsets) {
                     dict.set_item("offsets", py.None())?;
-                    dict.set_item("first", first)?;
+                    dict.set_item("first", run.start)?;
                 } else {
                     dict.set_item("offsets", PyArrowType(UInt32Array::from(task_offsets.to_vec()).into_data()))?;
                 }
