@@ -31,6 +31,35 @@ async fn ten_ids_and_an_empty_column() -> (tempfile::TempDir, String) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn run_reader_reads_each_range_in_order_across_stretches() {
+    let (_dir, uri) = ten_ids_and_an_empty_column().await;
+    let version = table::open(&uri, None).await.unwrap().version_id();
+    let handle = tokio::runtime::Handle::current();
+    let columns = vec!["id".to_owned()];
+    // Two stretches (0..5 in two ranges, then 7..10), each read in one request.
+    let mut reader =
+        backfill::read::RunReader::start(&handle, uri.clone(), version, 0, vec![0..3, 3..5, 7..10], columns.clone());
+    let mut got = Vec::new();
+    while let Some(batch) = reader.next().await {
+        let batch = batch.unwrap();
+        got.push(batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec());
+    }
+    assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4], vec![7, 8, 9]]);
+
+    // Rows past the fragment's end: the stretch is refused, naming the rows.
+    let mut reader =
+        backfill::read::RunReader::start(&handle, uri.clone(), version, 0, vec![6..8, 8..12], columns.clone());
+    let err = reader.next().await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("6..12") && err.contains("10 addressable rows"), "{err}");
+    assert!(reader.next().await.is_none());
+
+    // An unknown column fails the first read.
+    let mut reader =
+        backfill::read::RunReader::start(&handle, uri, version, 0, vec![0..1, 1..2], vec!["nope".to_owned()]);
+    assert!(reader.next().await.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn plan_checkpoint_commit_keeps_unselected_rows() {
     let (_dir, uri) = ten_ids_and_an_empty_column().await;
 

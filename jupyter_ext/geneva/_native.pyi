@@ -101,6 +101,15 @@ def plan_backfill(
 ) -> BackfillPlan:
     """The rows needing work; ``only_null``: ``filter`` is exactly "``column`` IS NULL"."""
 
+class RowRuns:
+    """Batches of row ranges of one fragment, read ahead: one batch per range, in order."""
+
+    def __iter__(self) -> RowRuns: ...
+    def __next__(self) -> pa.RecordBatch: ...
+
+def read_runs(
+    uri: str, version: int, fragment_id: int, ranges: list[tuple[int, int]], columns: list[str]
+) -> RowRuns: ...
 def read_rows(uri: str, version: int, fragment_id: int, offsets: pa.Array, columns: list[str]) -> pa.RecordBatch:
     """The input columns of the rows at physical ``offsets`` of one fragment."""
 

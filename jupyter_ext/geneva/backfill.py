@@ -538,11 +538,11 @@ class Job:
             tally.add(_task_outcome(ray, ref, task))
             return True
         try:
-            report = next(ref)
+            report = _task_outcome(ray, next(ref), task)
         except StopIteration:
             return True
-        tally.add(_task_outcome(ray, report, task))
-        return False
+        tally.add(report)
+        return report.get("last", False)
 
     def _commit(self, fragment_ids: list[int], tally: _Tally) -> None:
         self._update(stage="committing")
@@ -720,13 +720,23 @@ def _run_task(
     offsets: pa.UInt32Array | None = task["offsets"]
     pending = _Pending(task)
     counts = _Counts()
+    # A gapless task's batches are read ahead, each stretch of them in one sequential read.
+    runs = None
+    if offsets is None:
+        first = task["first"]
+        ranges = [(first + start, first + end) for start, end, done in task["batches"] if not done]
+        runs = _native.read_runs(table_uri, version, fragment_id, ranges, inputs)
     for start, end, done in task["batches"]:
         if done:
             pending.flush()  # a checkpoint holds a contiguous run of the plan
             counts.resumed += end - start
         else:
-            batch_offsets = offsets[start:end] if offsets is not None else _run_of(task["first"] + start, end - start)
-            rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs)
+            if runs is not None:
+                batch_offsets = _run_of(task["first"] + start, end - start)
+                rows = next(runs)
+            else:
+                batch_offsets = offsets[start:end]
+                rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs)
             step = fn.batch_size or rows.num_rows or 1
             parts = []
             for lo in range(0, rows.num_rows, step):
@@ -741,7 +751,8 @@ def _run_task(
         if counts.due():
             yield counts.take()
     pending.flush()
-    yield counts.take()
+    # Marked last: the driver can commit on it without waiting for the task's end.
+    yield {**counts.take(), "last": True}
 
 
 @dataclass
@@ -770,8 +781,8 @@ def _run_whole_task(*args: Any) -> dict[str, Any]:
     """``_run_task`` as a plain task (for Ray Client): its reports summed, returned at its end."""
     total: dict[str, Any] = {"processed": 0, "resumed": 0, "failed": 0, "errors": []}
     for report in _run_task(*args):
-        for key, value in report.items():
-            total[key] += value
+        for key in total:
+            total[key] += report[key]
     return total
 
 

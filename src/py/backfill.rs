@@ -179,6 +179,63 @@ fn read_rows(
     Ok(PyArrowType(batch))
 }
 
+/// Batches of physical row ranges of one fragment, read ahead in the background
+/// (see `read::RunReader`): `for batch in read_runs(...)`.
+#[pyclass(module = "geneva._native", frozen)]
+pub struct RowRuns {
+    reader: std::sync::Mutex<Option<read::RunReader>>,
+}
+
+#[pymethods]
+impl RowRuns {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyArrowType<RecordBatch>>> {
+        // Out of the mutex while waiting (the GIL is released); put back after.
+        let taken = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let Some(mut reader) = taken else { return Ok(None) };
+        let (reader, next) = block_on(
+            py,
+            async move {
+                let next = reader.next().await;
+                Ok::<_, backfill::BackfillError>((reader, next))
+            },
+            backfill_error,
+        )?;
+        match next {
+            None => Ok(None),
+            Some(Err(e)) => Err(backfill_error(e)),
+            Some(Ok(batch)) => {
+                *self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reader);
+                Ok(Some(PyArrowType(batch)))
+            }
+        }
+    }
+}
+
+/// Starts reading `ranges` ([start, end) physical offsets, ascending) of fragment
+/// `fragment_id`, columns `columns`: one batch per range, in order.
+#[pyfunction]
+fn read_runs(
+    uri: String,
+    version: u64,
+    fragment_id: u64,
+    ranges: Vec<(u32, u32)>,
+    columns: Vec<String>,
+) -> PyResult<RowRuns> {
+    if let Some((start, end)) = ranges.iter().find(|(s, e)| s >= e) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!("empty row range {start}..{end}")));
+    }
+    if ranges.windows(2).any(|w| w[1].0 < w[0].1) {
+        return Err(pyo3::exceptions::PyValueError::new_err("row ranges must ascend without overlapping"));
+    }
+    let ranges = ranges.into_iter().map(|(s, e)| s..e).collect();
+    let reader = read::RunReader::start(crate::runtime::runtime().handle(), uri, version, fragment_id, ranges, columns);
+    Ok(RowRuns { reader: std::sync::Mutex::new(Some(reader)) })
+}
+
 /// Stores the values of a run of rows (physical `offsets` of one fragment) as
 /// one checkpoint under `root`; returns its URI.
 #[pyfunction]
@@ -207,6 +264,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BackfillPlan>()?;
     m.add_function(wrap_pyfunction!(plan_backfill, m)?)?;
     m.add_function(wrap_pyfunction!(read_rows, m)?)?;
+    m.add_class::<RowRuns>()?;
+    m.add_function(wrap_pyfunction!(read_runs, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint_write, m)?)?;
     Ok(())
 }
