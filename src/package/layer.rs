@@ -5,7 +5,6 @@
 
 use super::PackageError;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -47,7 +46,7 @@ pub struct LayerScan {
     pub bytes_hashed: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerOptions {
     /// Honour .gitignore / .ignore files (the workspace; not site-packages).
     pub gitignore: bool,
@@ -71,7 +70,7 @@ pub fn is_secret(name: &str) -> bool {
         || SECRET_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
-fn skipped_name(name: &str) -> bool {
+pub(crate) fn skipped_name(name: &str) -> bool {
     SKIPPED_DIRS.contains(&name) || name.ends_with(".lance") || name.ends_with(".egg-info")
 }
 
@@ -99,6 +98,17 @@ fn classify(name: &str, path: &str, is_excluded: &dyn Fn(&str) -> bool) -> Optio
 
 /// Lists and hashes the files under `root` that ship.
 pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Result<LayerScan, PackageError> {
+    scan_with(root, options, cache, &|_| {})
+}
+
+/// `scan`, calling `before_listing` with each folder before the walk lists it
+/// (`watch` watches it there).
+pub fn scan_with(
+    root: &Path,
+    options: &LayerOptions,
+    cache: &mut StatCache,
+    before_listing: &(dyn Fn(&Path) + Sync),
+) -> Result<LayerScan, PackageError> {
     if !root.is_dir() {
         return Err(PackageError::Io {
             path: root.display().to_string(),
@@ -112,7 +122,11 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
         !excludes.is_empty()
             && (excludes.contains(path) || path.match_indices('/').any(|(i, _)| excludes.contains(&path[..i])))
     };
-    let walked = if options.gitignore { walk_ignoring(root, &is_excluded)? } else { walk_plain(root, &is_excluded)? };
+    let walked = if options.gitignore {
+        walk_ignoring(root, &is_excluded, before_listing)?
+    } else {
+        walk_plain(root, &is_excluded, before_listing)?
+    };
     let mut secrets_left_out = walked.secrets;
     secrets_left_out.sort();
     let mut scan = LayerScan { secrets_left_out, ..Default::default() };
@@ -155,7 +169,11 @@ pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Resul
 
 /// The workspace: .gitignore semantics (the `ignore` crate), walked on all cores, then
 /// stat()ed on all cores.
-fn walk_ignoring(root: &Path, is_excluded: &(dyn Fn(&str) -> bool + Sync)) -> Result<Walked, PackageError> {
+fn walk_ignoring(
+    root: &Path,
+    is_excluded: &(dyn Fn(&str) -> bool + Sync),
+    before_listing: &(dyn Fn(&Path) + Sync),
+) -> Result<Walked, PackageError> {
     let walker = ignore::WalkBuilder::new(root)
         .hidden(false)
         .parents(false)
@@ -179,6 +197,10 @@ fn walk_ignoring(root: &Path, is_excluded: &(dyn Fn(&str) -> bool + Sync)) -> Re
                     return ignore::WalkState::Quit;
                 }
             };
+            // A folder is visited before the walker lists it (Skip here would not descend).
+            if entry.file_type().is_some_and(|t| t.is_dir()) {
+                before_listing(entry.path());
+            }
             if entry.file_type().is_some_and(|t| t.is_file())
                 && let Ok(relative) = entry.path().strip_prefix(root)
             {
@@ -211,13 +233,19 @@ fn walk_ignoring(root: &Path, is_excluded: &(dyn Fn(&str) -> bool + Sync)) -> Re
 /// entry is stat()ed relative to its open folder (fstatat: no path lookup from the root),
 /// and a virtualenv is recognised from its own listing. Half the time of the walk-then-stat
 /// above on this project's .venv.
-fn walk_plain(root: &Path, is_excluded: &(dyn Fn(&str) -> bool + Sync)) -> Result<Walked, PackageError> {
+fn walk_plain(
+    root: &Path,
+    is_excluded: &(dyn Fn(&str) -> bool + Sync),
+    before_listing: &(dyn Fn(&Path) + Sync),
+) -> Result<Walked, PackageError> {
     fn folder(
         dir: &Path,
         rel: &str,
         is_excluded: &(dyn Fn(&str) -> bool + Sync),
+        before_listing: &(dyn Fn(&Path) + Sync),
         out: &mut Walked,
     ) -> Result<(), PackageError> {
+        before_listing(dir);
         let io = |source| PackageError::Io { path: dir.display().to_string(), source };
         let mut subdirs = Vec::new();
         let mut files = Vec::new();
@@ -250,7 +278,7 @@ fn walk_plain(root: &Path, is_excluded: &(dyn Fn(&str) -> bool + Sync)) -> Resul
             .into_par_iter()
             .map(|(abs, path)| {
                 let mut sub = Walked { files: Vec::new(), secrets: Vec::new() };
-                folder(&abs, &path, is_excluded, &mut sub).map(|()| sub)
+                folder(&abs, &path, is_excluded, before_listing, &mut sub).map(|()| sub)
             })
             .collect();
         for sub in below {
@@ -261,7 +289,7 @@ fn walk_plain(root: &Path, is_excluded: &(dyn Fn(&str) -> bool + Sync)) -> Resul
         Ok(())
     }
     let mut out = Walked { files: Vec::new(), secrets: Vec::new() };
-    folder(root, "", is_excluded, &mut out)?;
+    folder(root, "", is_excluded, before_listing, &mut out)?;
     Ok(out)
 }
 
@@ -272,17 +300,18 @@ fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
 }
 
 /// BLAKE3 over every (path, content hash, mode) of the layer: names its content.
+/// Hashed as one buffer: ~90k tiny `update` calls for a 30k-file layer cost 4 ms.
 pub fn digest(files: &[LayerFile]) -> String {
-    let mut hasher = blake3::Hasher::new();
+    let mut bytes = Vec::with_capacity(files.iter().map(|f| f.path.len() + 34).sum());
     for f in files {
-        hasher.update(f.path.as_bytes());
-        hasher.update(&[0, u8::from(f.executable)]);
-        hasher.update(f.hash.as_bytes());
+        bytes.extend_from_slice(f.path.as_bytes());
+        bytes.extend_from_slice(&[0, u8::from(f.executable)]);
+        bytes.extend_from_slice(f.hash.as_bytes());
     }
-    hasher.finalize().to_hex()[..32].to_owned()
+    blake3::hash(&bytes).to_hex()[..32].to_owned()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatKey {
     size: u64,
     mtime_ns: i128,
@@ -300,30 +329,45 @@ impl StatKey {
     }
 }
 
-/// path -> (stat, content hash), kept in a binary (postcard) file between runs. Entries
-/// are fixed-size (the key is 128 bits of BLAKE3 of the absolute path), so loading the
-/// cache of a 16k-file site-packages allocates nothing per entry.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// path -> (stat, content hash), kept between runs in a file of fixed-size
+/// records. The key is XXH3-128 of the absolute path (a cache key, not a content
+/// hash: BLAKE3 per path was ~6 ms of a 30k-file warm scan), the map hashes that
+/// key with FxHash, and the file is read without a decoder (postcard took 6 ms to
+/// load 31k entries; these records ~1 ms): a warm scan is mostly the walk itself.
+#[derive(Debug, Default)]
 pub struct StatCache {
-    entries: HashMap<u128, (StatKey, [u8; 32])>,
-    #[serde(skip)]
+    entries: HashMap<u128, (StatKey, [u8; 32]), rustc_hash::FxBuildHasher>,
     file: Option<PathBuf>,
-    #[serde(skip)]
     dirty: bool,
 }
 
+/// Identifies the cache file format (native byte order: the cache never leaves the machine).
+const CACHE_MAGIC: &[u8; 8] = b"gnvstat3";
+/// key, size, mtime_ns, inode, content hash.
+const CACHE_RECORD: usize = 16 + 8 + 16 + 8 + 32;
+
 fn path_key(path: &Path) -> u128 {
     use std::os::unix::ffi::OsStrExt;
-    let hash = blake3::hash(path.as_os_str().as_bytes());
-    u128::from_le_bytes(hash.as_bytes()[..16].try_into().unwrap_or_default())
+    xxhash_rust::xxh3::xxh3_128(path.as_os_str().as_bytes())
 }
 
 impl StatCache {
     /// Loads the cache at `file` (a missing, unreadable or older-format cache starts empty).
     pub fn load(file: &Path) -> Self {
-        let mut cache: StatCache =
-            std::fs::read(file).ok().and_then(|bytes| postcard::from_bytes(&bytes).ok()).unwrap_or_default();
-        cache.file = Some(file.to_owned());
+        let mut cache = StatCache { file: Some(file.to_owned()), ..Default::default() };
+        let Ok(bytes) = std::fs::read(file) else { return cache };
+        let Some(records) = bytes.strip_prefix(CACHE_MAGIC).filter(|r| r.len() % CACHE_RECORD == 0) else {
+            return cache;
+        };
+        cache.entries.reserve(records.len() / CACHE_RECORD);
+        for r in records.chunks_exact(CACHE_RECORD) {
+            let field = |from: usize, to: usize| &r[from..to];
+            let u64_at = |from: usize| u64::from_ne_bytes(field(from, from + 8).try_into().unwrap_or_default());
+            let u128_at = |from: usize| u128::from_ne_bytes(field(from, from + 16).try_into().unwrap_or_default());
+            let key = StatKey { size: u64_at(16), mtime_ns: u128_at(24) as i128, inode: u64_at(40) };
+            let hash: [u8; 32] = field(48, 80).try_into().unwrap_or_default();
+            cache.entries.insert(u128_at(0), (key, hash));
+        }
         cache
     }
 
@@ -342,10 +386,66 @@ impl StatCache {
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        let mut bytes = Vec::with_capacity(CACHE_MAGIC.len() + self.entries.len() * CACHE_RECORD);
+        bytes.extend_from_slice(CACHE_MAGIC);
+        for (path, (key, hash)) in &self.entries {
+            bytes.extend_from_slice(&path.to_ne_bytes());
+            bytes.extend_from_slice(&key.size.to_ne_bytes());
+            bytes.extend_from_slice(&(key.mtime_ns as u128).to_ne_bytes());
+            bytes.extend_from_slice(&key.inode.to_ne_bytes());
+            bytes.extend_from_slice(hash);
+        }
         let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, postcard::to_stdvec(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, file)?;
         self.dirty = false;
         Ok(())
+    }
+}
+
+/// The stat cache, loaded from its file on first use (a pack whose layers are all
+/// unchanged and kept in memory never needs it).
+pub struct LazyStatCache {
+    file: PathBuf,
+    cache: Option<StatCache>,
+}
+
+impl LazyStatCache {
+    pub fn new(file: PathBuf) -> Self {
+        Self { file, cache: None }
+    }
+
+    pub fn get(&mut self) -> &mut StatCache {
+        self.cache.get_or_insert_with(|| StatCache::load(&self.file))
+    }
+
+    /// Writes the cache back if it was loaded and changed.
+    pub fn save(&mut self) -> std::io::Result<()> {
+        self.cache.as_mut().map_or(Ok(()), StatCache::save)
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn stat_cache_round_trips_and_ignores_other_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache.bin");
+        let mut cache = StatCache::load(&file);
+        let key = StatKey { size: 3, mtime_ns: -1_500_000_000, inode: 42 };
+        let hash = blake3::hash(b"abc");
+        cache.put(Path::new("/a/b.py"), key, hash);
+        cache.save().unwrap();
+        let loaded = StatCache::load(&file);
+        assert_eq!(loaded.get(Path::new("/a/b.py"), &key), Some(hash));
+        assert_eq!(loaded.get(Path::new("/a/b.py"), &StatKey { size: 4, ..key }), None);
+        assert_eq!(loaded.get(Path::new("/a/c.py"), &key), None);
+        // A cache of another format (or cut short) starts empty instead of misreading.
+        std::fs::write(&file, b"gnvstat2 and more").unwrap();
+        assert!(StatCache::load(&file).entries.is_empty());
+        let whole = std::fs::read(dir.path().join("cache.bin")).unwrap();
+        assert!(!whole.is_empty());
     }
 }

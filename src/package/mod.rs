@@ -8,6 +8,7 @@ pub mod pack;
 pub mod shards;
 pub mod store;
 pub mod verdict;
+pub mod watch;
 
 pub use dist::{Distribution, scan_site_packages};
 pub use verdict::{DistVerdict, Verdict, check};

@@ -1,7 +1,7 @@
 //! Packing the environment: verdicts (when a target is known), one layer per
 //! root, content-addressed shards, upload, and the manifest the workers use.
 
-use super::layer::{self, LayerOptions, StatCache};
+use super::layer::{self, LayerOptions, LazyStatCache};
 use super::store::Location;
 use super::{PackageError, Verdict, check, scan_site_packages, shards};
 use crate::platform::TargetPlatform;
@@ -99,7 +99,7 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
         }
     }
 
-    let mut cache = StatCache::load(&req.cache_dir.join("statcache-v2.bin"));
+    let mut cache = LazyStatCache::new(req.cache_dir.join("statcache-v3.bin"));
     // geneva's own output folders never ship, wherever they are.
     let own: Vec<&Path> =
         [Some(req.cache_dir.as_path()), upload.as_ref().and_then(Location::local)].into_iter().flatten().collect();
@@ -126,10 +126,13 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
     let mut scans = Vec::new();
     let (mut secrets, mut large, mut hashed) = (Vec::new(), Vec::new(), 0u64);
     for (name, root, options) in &roots {
-        let scan = layer::scan(root, options, &mut cache)?;
+        // Unchanged since an earlier pack of this process: its scan, nothing walked or read.
+        let (scan, fresh) = super::watch::scan(root, options, &mut cache)?;
         secrets.extend(scan.secrets_left_out.iter().map(|p| format!("{name}/{p}")));
         large.extend(scan.large_files.iter().map(|(p, s)| (format!("{name}/{p}"), *s)));
-        hashed += scan.bytes_hashed;
+        if fresh {
+            hashed += scan.bytes_hashed;
+        }
         scans.push((name.clone(), root.clone(), scan));
     }
     cache.save().map_err(|source| PackageError::Io { path: req.cache_dir.display().to_string(), source })?;

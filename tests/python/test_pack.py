@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,37 @@ def test_unchanged_env_uploads_nothing_and_reads_nothing(env) -> None:
     assert again["digest"] == first["digest"]
     assert (again["bytes_uploaded"], again["bytes_hashed"]) == (0, 0)
     assert not any(s["written"] for layer in again["layers"] for s in layer["shards"])
+
+
+def test_a_warm_pack_in_the_same_process_sees_every_change(env) -> None:
+    """A kernel keeps each layer's scan while inotify reports nothing under it; every kind of
+    change still reaches the next pack."""
+    site = env["tmp"] / "site-packages"  # edited below: not the fixture's shared folder
+    shutil.copytree(env["site"], site)
+    env = {**env, "site": site}
+    first = pack(env)
+    assert pack(env)["bytes_hashed"] == 0
+    # A site-packages file edited in place, same size (same second, likely same mtime).
+    module = sorted(env["site"].rglob("*.py"))[0]
+    content = module.read_bytes()
+    module.write_bytes(content.replace(b"\n", b"\r", 1) if b"\n" in content else b"#" * len(content))
+    edited = pack(env)
+    assert edited["bytes_hashed"] == len(content)
+    assert layer(edited, "site-packages")["digest"] != layer(first, "site-packages")["digest"]
+    # A new folder in the workspace, then an edit inside it.
+    (env["ws"] / "newpkg").mkdir()
+    (env["ws"] / "newpkg" / "m.py").write_text("A = 1\n")
+    grown = pack(env)
+    assert layer(grown, "workspace")["files"] == layer(first, "workspace")["files"] + 1
+    (env["ws"] / "newpkg" / "m.py").write_text("A = 2\n")
+    regrown = pack(env)
+    assert regrown["bytes_hashed"] == len("A = 2\n")
+    assert layer(regrown, "workspace")["digest"] != layer(grown, "workspace")["digest"]
+    # Bytecode caches are not a change.
+    (env["ws"] / "newpkg" / "__pycache__").mkdir()
+    (env["ws"] / "newpkg" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0" * 10)
+    quiet = pack(env)
+    assert (quiet["digest"], quiet["bytes_hashed"]) == (regrown["digest"], 0)
 
 
 def test_editing_one_workspace_file_reuploads_only_the_workspace_layer(env) -> None:
