@@ -42,16 +42,18 @@ pub fn scan_site_packages(dir: &Path) -> Result<Vec<Distribution>, PackageError>
     if !dir.is_dir() {
         return Err(PackageError::NotSitePackages(dir.display().to_string()));
     }
-    let mut out = Vec::new();
+    let mut infos = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        if path.extension().is_some_and(|e| e == "dist-info")
-            && path.is_dir()
-            && let Some(dist) = read_dist_info(dir, &path)?
-        {
-            out.push(dist);
+        if path.extension().is_some_and(|e| e == "dist-info") && path.is_dir() {
+            infos.push(path);
         }
     }
+    // Hundreds of small METADATA / RECORD files: read on all cores.
+    use rayon::prelude::*;
+    let read: Vec<Option<Distribution>> =
+        infos.par_iter().map(|info| read_dist_info(dir, info)).collect::<Result<_, _>>()?;
+    let mut out: Vec<Distribution> = read.into_iter().flatten().collect();
     out.sort_by_key(|d| d.name.to_lowercase());
     Ok(out)
 }

@@ -3,7 +3,7 @@
 
 use super::layer::{self, LayerOptions, LazyStatCache};
 use super::store::Location;
-use super::{PackageError, Verdict, check, scan_site_packages, shards};
+use super::{DistVerdict, Distribution, PackageError, Verdict, check, scan_site_packages, shards};
 use crate::platform::TargetPlatform;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -76,14 +76,26 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
     if target.is_some() || !provided.is_empty() {
         let mut blocked = Vec::new();
         for (i, dir) in req.site_packages.iter().enumerate() {
-            for dist in scan_site_packages(dir)? {
+            // Verdicts read binary headers: one distribution per core.
+            use rayon::prelude::*;
+            let judged: Vec<(Distribution, Option<DistVerdict>)> = scan_site_packages(dir)?
+                .into_par_iter()
+                .map(|dist| {
+                    let verdict = if provided.contains(&normalise(&dist.name)) {
+                        None
+                    } else {
+                        target.as_ref().map(|target| check(&dist, target))
+                    };
+                    (dist, verdict)
+                })
+                .collect();
+            for (dist, verdict) in judged {
                 let files = || dist.files.iter().map(|f| f.to_string_lossy().into_owned());
                 if provided.contains(&normalise(&dist.name)) {
                     site_excludes[i].extend(files());
                     continue;
                 }
-                let Some(target) = &target else { continue };
-                let verdict = check(&dist, target);
+                let Some(verdict) = verdict else { continue };
                 match verdict.verdict {
                     Verdict::Ship => {}
                     Verdict::Pin => {

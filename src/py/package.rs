@@ -31,9 +31,9 @@ fn check_environment<'py>(
     let verdicts = py.detach(|| -> Result<Vec<_>, PackageError> {
         let mut out = Vec::new();
         for dir in &site_packages {
-            for dist in package::scan_site_packages(dir)? {
-                out.push(package::check(&dist, &target));
-            }
+            use rayon::prelude::*;
+            let dists = package::scan_site_packages(dir)?;
+            out.extend(dists.par_iter().map(|dist| package::check(dist, &target)).collect::<Vec<_>>());
         }
         Ok(out)
     });
