@@ -31,7 +31,10 @@ pub struct LayerFile {
     pub abs: PathBuf,
     pub size: u64,
     pub executable: bool,
-    pub hash: blake3::Hash,
+    /// BLAKE3 of the contents; None while deferred: a file never seen before is hashed
+    /// as it is zipped (one read instead of two), see `scan_with`.
+    pub hash: Option<blake3::Hash>,
+    pub stat: StatKey,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -42,7 +45,7 @@ pub struct LayerScan {
     /// Files over the warning size.
     pub large_files: Vec<(String, u64)>,
     pub bytes: u64,
-    /// Bytes actually read to hash (0 on a warm scan of an unchanged folder).
+    /// Bytes read to hash, or to be hashed while zipped (0 on a warm scan of an unchanged folder).
     pub bytes_hashed: u64,
 }
 
@@ -98,16 +101,21 @@ fn classify(name: &str, path: &str, is_excluded: &dyn Fn(&str) -> bool) -> Optio
 
 /// Lists and hashes the files under `root` that ship.
 pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Result<LayerScan, PackageError> {
-    scan_with(root, options, cache, &|_| {})
+    scan_with(root, options, cache, &|_| {}, false)
 }
 
 /// `scan`, calling `before_listing` with each folder before the walk lists it
-/// (`watch` watches it there).
+/// (`watch` watches it there). With `defer_new`, a file the stat cache has never
+/// seen is left unhashed (`hash: None`): the zip that must be written for it
+/// anyway hashes it on the same read (a cold pack read every byte twice). A
+/// known file whose stat changed is still hashed here: a `touch` or a reinstall
+/// of the same content then finds its zip by name instead of rewriting it.
 pub fn scan_with(
     root: &Path,
     options: &LayerOptions,
     cache: &mut StatCache,
     before_listing: &(dyn Fn(&Path) + Sync),
+    defer_new: bool,
 ) -> Result<LayerScan, PackageError> {
     if !root.is_dir() {
         return Err(PackageError::Io {
@@ -135,28 +143,31 @@ pub fn scan_with(
 
     // Moved, not cloned: on a warm run of a 30k-file env the copies and their frees were
     // as costly as the cache lookups.
-    let hashed: Vec<Result<(LayerFile, Option<StatKey>), PackageError>> = candidates
+    let hashed: Vec<Result<(LayerFile, bool), PackageError>> = candidates
         .into_par_iter()
         .map(|(path, abs, meta)| {
             let key = StatKey::of(&meta);
             let (hash, fresh) = match cache.get(&abs, &key) {
-                Some(h) => (h, None),
+                Some(h) => (Some(h), false),
+                None if defer_new && !cache.knows(&abs) => (None, true),
                 None => {
                     let h = hash_file(&abs).map_err(|source| PackageError::Io { path: path.clone(), source })?;
-                    (h, Some(key))
+                    (Some(h), true)
                 }
             };
             use std::os::unix::fs::PermissionsExt;
             let executable = meta.permissions().mode() & 0o111 != 0;
-            Ok((LayerFile { path, abs, size: meta.len(), executable, hash }, fresh))
+            Ok((LayerFile { path, abs, size: meta.len(), executable, hash, stat: key }, fresh))
         })
         .collect();
     scan.files.reserve(hashed.len());
     for result in hashed {
         let (file, fresh) = result?;
-        if let Some(key) = fresh {
+        if fresh {
             scan.bytes_hashed += file.size;
-            cache.put(&file.abs, key, file.hash);
+            if let Some(hash) = file.hash {
+                cache.put(&file.abs, file.stat, hash);
+            }
         }
         if file.size > options.warn_bytes {
             scan.large_files.push((file.path.clone(), file.size));
@@ -301,14 +312,21 @@ fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
 
 /// BLAKE3 over every (path, content hash, mode) of the layer: names its content.
 /// Hashed as one buffer: ~90k tiny `update` calls for a 30k-file layer cost 4 ms.
-pub fn digest(files: &[LayerFile]) -> String {
-    let mut bytes = Vec::with_capacity(files.iter().map(|f| f.path.len() + 34).sum());
-    for f in files {
-        bytes.extend_from_slice(f.path.as_bytes());
-        bytes.extend_from_slice(&[0, u8::from(f.executable)]);
-        bytes.extend_from_slice(f.hash.as_bytes());
+/// None while a file's hash is deferred.
+pub fn digest(files: &[LayerFile]) -> Option<String> {
+    digest_of(files.iter().map(|f| Some((f.path.as_str(), f.executable, f.hash?))))
+}
+
+/// `digest` of (path, executable, content hash) entries; None if any is None.
+pub fn digest_of<'a>(entries: impl Iterator<Item = Option<(&'a str, bool, blake3::Hash)>>) -> Option<String> {
+    let mut bytes = Vec::new();
+    for entry in entries {
+        let (path, executable, hash) = entry?;
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.extend_from_slice(&[0, u8::from(executable)]);
+        bytes.extend_from_slice(hash.as_bytes());
     }
-    blake3::hash(&bytes).to_hex()[..32].to_owned()
+    Some(blake3::hash(&bytes).to_hex()[..32].to_owned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,7 +393,12 @@ impl StatCache {
         self.entries.get(&path_key(path)).filter(|(k, _)| k == key).map(|(_, h)| blake3::Hash::from_bytes(*h))
     }
 
-    fn put(&mut self, path: &Path, key: StatKey, hash: blake3::Hash) {
+    /// Whether `path` was ever hashed (whatever its stat then).
+    fn knows(&self, path: &Path) -> bool {
+        self.entries.contains_key(&path_key(path))
+    }
+
+    pub fn put(&mut self, path: &Path, key: StatKey, hash: blake3::Hash) {
         self.entries.insert(path_key(path), (key, *hash.as_bytes()));
         self.dirty = true;
     }

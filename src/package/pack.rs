@@ -7,6 +7,7 @@ use super::{DistVerdict, Distribution, PackageError, Verdict, check, scan_site_p
 use crate::platform::TargetPlatform;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PackRequest {
@@ -139,23 +140,23 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
     let (mut secrets, mut large, mut hashed) = (Vec::new(), Vec::new(), 0u64);
     for (name, root, options) in &roots {
         // Unchanged since an earlier pack of this process: its scan, nothing walked or read.
-        let (scan, fresh) = super::watch::scan(root, options, &mut cache)?;
+        // When zips are built, files never seen before are hashed as they are zipped.
+        let (scan, fresh) = super::watch::scan(root, options, &mut cache, req.build)?;
         secrets.extend(scan.secrets_left_out.iter().map(|p| format!("{name}/{p}")));
         large.extend(scan.large_files.iter().map(|(p, s)| (format!("{name}/{p}"), *s)));
         if fresh {
             hashed += scan.bytes_hashed;
         }
-        scans.push((name.clone(), root.clone(), scan));
+        scans.push((name.clone(), root, options, scan, fresh));
     }
-    cache.save().map_err(|source| PackageError::Io { path: req.cache_dir.display().to_string(), source })?;
 
-    let total: u64 = scans.iter().map(|(_, _, s)| s.bytes).sum();
+    let total: u64 = scans.iter().map(|(_, _, _, s, _)| s.bytes).sum();
     if let Some(cap) = req.max_total_bytes
         && total > cap
     {
         let mut all: Vec<(String, u64)> = scans
             .iter()
-            .flat_map(|(name, _, s)| s.files.iter().map(move |f| (format!("{name}/{}", f.path), f.size)))
+            .flat_map(|(name, _, _, s, _)| s.files.iter().map(move |f| (format!("{name}/{}", f.path), f.size)))
             .collect();
         all.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
         let biggest = all.iter().take(5).map(|(p, s)| format!("{p} ({})", human(*s))).collect::<Vec<_>>().join(", ");
@@ -166,13 +167,33 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
     let mut layers = Vec::new();
     let mut uploaded = 0;
     let mut env = blake3::Hasher::new();
-    for (name, root, scan) in &scans {
-        let built = if req.build { shards::build(name, &scan.files, req.shard_bytes, &built_dir)? } else { Vec::new() };
+    for (name, root, options, scan, fresh) in &mut scans {
+        let built = if req.build {
+            let (built, new_hashes) = shards::build(name, &scan.files, req.shard_bytes, &built_dir)?;
+            if !new_hashes.is_empty() {
+                // Only a new scan has deferred hashes, and it is not kept yet: no copy is made.
+                let files = &mut Arc::make_mut(scan).files;
+                let cache = cache.get();
+                for (i, hash) in new_hashes {
+                    files[i].hash = Some(hash);
+                    cache.put(&files[i].abs, files[i].stat, hash);
+                }
+            }
+            built
+        } else {
+            Vec::new()
+        };
+        if *fresh {
+            super::watch::keep(root, options, scan.clone());
+        }
         if let Some(dest) = &upload {
             uploaded += super::store::upload(&built, dest)?;
         }
         let base = upload.clone().unwrap_or_else(|| Location::Local(built_dir.clone()));
-        let digest = layer::digest(&scan.files);
+        let digest = layer::digest(&scan.files).ok_or_else(|| PackageError::Io {
+            path: root.display().to_string(),
+            source: std::io::Error::other("a file's content hash is missing after the build"),
+        })?;
         env.update(format!("{name}:{digest}\n").as_bytes());
         layers.push(LayerInfo {
             name: name.clone(),
@@ -193,6 +214,7 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
                 .collect(),
         });
     }
+    cache.save().map_err(|source| PackageError::Io { path: req.cache_dir.display().to_string(), source })?;
     for pin in &pins {
         env.update(format!("pin:{pin}\n").as_bytes());
     }

@@ -5,10 +5,10 @@
 //! that would land outside the target). Uploads and fetches: `store`.
 
 use super::PackageError;
-use super::layer::{LayerFile, digest};
+use super::layer::{LayerFile, digest, digest_of};
 use rayon::prelude::*;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use zip::write::SimpleFileOptions;
 
@@ -28,11 +28,21 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> PackageError + '_ {
     move |source| PackageError::Io { path: path.display().to_string(), source }
 }
 
+/// A deferred content hash computed while zipping: (index into the files, hash).
+pub type NewHash = (usize, blake3::Hash);
+
 /// Splits `files` (sorted) into shards of about `shard_bytes` and writes the
 /// zips that do not exist yet into `out_dir`, compressing shards in parallel.
-pub fn build(layer: &str, files: &[LayerFile], shard_bytes: u64, out_dir: &Path) -> Result<Vec<Shard>, PackageError> {
+/// Files whose hash is deferred (None) are hashed as they are zipped; their
+/// hashes come back with the shards, as (index into `files`, hash).
+pub fn build(
+    layer: &str,
+    files: &[LayerFile],
+    shard_bytes: u64,
+    out_dir: &Path,
+) -> Result<(Vec<Shard>, Vec<NewHash>), PackageError> {
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
-    let mut groups: Vec<&[LayerFile]> = Vec::new();
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
     let (mut start, mut size) = (0usize, 0u64);
     // Cut only between top-level entries: a package never spans two shards, so each shard
     // extracts to its own folder on the workers and every folder is a complete sys.path entry.
@@ -41,28 +51,74 @@ pub fn build(layer: &str, files: &[LayerFile], shard_bytes: u64, out_dir: &Path)
     }
     for (i, f) in files.iter().enumerate() {
         if size > 0 && size + f.size > shard_bytes && top(f) != top(&files[i - 1]) {
-            groups.push(&files[start..i]);
+            groups.push(start..i);
             (start, size) = (i, 0);
         }
         size += f.size;
     }
     if start < files.len() || files.is_empty() {
-        groups.push(&files[start..]);
+        groups.push(start..files.len());
     }
-    groups
+    let built: Vec<(Shard, Vec<NewHash>)> = groups
         .par_iter()
-        .map(|group| {
-            let digest = digest(group);
+        .map(|range| {
+            let group = &files[range.clone()];
+            let (digest, written, hashed) = match digest(group) {
+                // Every hash known: the zip is named before it is written, and skipped if it exists.
+                Some(digest) => {
+                    let path = out_dir.join(format!("{layer}-{digest}.zip"));
+                    let written = !path.exists();
+                    if written {
+                        let tmp = path.with_extension(format!("zip.tmp-{}", std::process::id()));
+                        write_zip(group, &tmp)?;
+                        publish(&tmp, &path)?;
+                    }
+                    (digest, written, Vec::new())
+                }
+                // New files: zipped and hashed in one read, named after.
+                None => {
+                    let tmp = out_dir.join(format!("{layer}-new-{}.zip.tmp-{}", range.start, std::process::id()));
+                    let hashes = write_zip(group, &tmp)?;
+                    let digest =
+                        digest_of(group.iter().zip(&hashes).map(|(f, h)| Some((f.path.as_str(), f.executable, *h))))
+                            .unwrap_or_default();
+                    let path = out_dir.join(format!("{layer}-{digest}.zip"));
+                    let written = !path.exists();
+                    if written {
+                        publish(&tmp, &path)?;
+                    } else {
+                        std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+                    }
+                    let new = group
+                        .iter()
+                        .zip(hashes)
+                        .enumerate()
+                        .filter(|(_, (f, _))| f.hash.is_none())
+                        .map(|(i, (_, h))| (range.start + i, h))
+                        .collect();
+                    (digest, written, new)
+                }
+            };
             let name = format!("{layer}-{digest}.zip");
             let path = out_dir.join(&name);
-            let written = !path.exists();
-            if written {
-                write_zip(group, &path)?;
-            }
             let bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
-            Ok(Shard { name, digest, files: group.len(), bytes, path, written })
+            Ok((Shard { name, digest, files: group.len(), bytes, path, written }, hashed))
         })
-        .collect()
+        .collect::<Result<_, PackageError>>()?;
+    let mut hashes = Vec::new();
+    let shards = built
+        .into_iter()
+        .map(|(shard, new)| {
+            hashes.extend(new);
+            shard
+        })
+        .collect();
+    Ok((shards, hashes))
+}
+
+/// Renames a finished zip to its final name (a file under a final name is always whole).
+fn publish(tmp: &Path, path: &Path) -> Result<(), PackageError> {
+    std::fs::rename(tmp, path).map_err(io(path))
 }
 
 fn already_compressed(path: &str) -> bool {
@@ -73,10 +129,13 @@ fn already_compressed(path: &str) -> bool {
     SUFFIXES.iter().any(|s| lower.ends_with(s))
 }
 
-fn write_zip(files: &[LayerFile], path: &Path) -> Result<(), PackageError> {
-    let tmp = path.with_extension(format!("zip.tmp-{}", std::process::id()));
-    let out = File::create(&tmp).map_err(io(&tmp))?;
+/// Writes `files` as a zip at `tmp` (synced); returns every file's content hash:
+/// the known one, or the one computed from the bytes zipped (a deferred hash).
+fn write_zip(files: &[LayerFile], tmp: &Path) -> Result<Vec<blake3::Hash>, PackageError> {
+    let out = File::create(tmp).map_err(io(tmp))?;
     let mut zip = zip::ZipWriter::new(BufWriter::new(out));
+    let mut hashes = Vec::with_capacity(files.len());
+    let mut buffer = vec![0u8; 256 << 10];
     for f in files {
         // Already-compressed files are stored; the rest deflated at level 1: measured on this
         // project's .venv, level 1 zips within a few % of level 3's size in much less time.
@@ -91,12 +150,23 @@ fn write_zip(files: &[LayerFile], path: &Path) -> Result<(), PackageError> {
         zip.start_file(f.path.as_str(), options)
             .map_err(|e| PackageError::Io { path: f.path.clone(), source: e.into() })?;
         let mut input = File::open(&f.abs).map_err(io(&f.abs))?;
-        std::io::copy(&mut input, &mut zip).map_err(io(&f.abs))?;
+        let mut hasher = f.hash.is_none().then(blake3::Hasher::new);
+        loop {
+            let n = input.read(&mut buffer).map_err(io(&f.abs))?;
+            if n == 0 {
+                break;
+            }
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&buffer[..n]);
+            }
+            zip.write_all(&buffer[..n]).map_err(io(&f.abs))?;
+        }
+        hashes.push(hasher.map_or_else(|| f.hash.unwrap_or_else(|| blake3::hash(b"")), |h| h.finalize()));
     }
     let mut inner = zip.finish().map_err(|e| PackageError::Io { path: tmp.display().to_string(), source: e.into() })?;
-    inner.flush().map_err(io(&tmp))?;
-    inner.into_inner().map_err(|e| io(&tmp)(e.into_error()))?.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    inner.flush().map_err(io(tmp))?;
+    inner.into_inner().map_err(|e| io(tmp)(e.into_error()))?.sync_all().map_err(io(tmp))?;
+    Ok(hashes)
 }
 
 /// Extracts the zip at `uri` (a path, or an object store URL: fetched first)

@@ -27,17 +27,20 @@ const KEPT_MAX: usize = 16;
 
 struct Kept {
     options: LayerOptions,
-    scan: Arc<LayerScan>,
+    /// None until `keep` (a new scan is kept once its deferred hashes are filled in).
+    scan: Option<Arc<LayerScan>>,
     watch: Option<watcher::DirWatch>,
 }
 
 /// The scan of `root`: the one kept from an earlier pack when nothing under it
-/// changed since (then `fresh` is false and no file was read), else a new one.
+/// changed since (then `fresh` is false and no file was read), else a new one
+/// (`defer_new`: see `layer::scan_with`), to be handed to `keep` once complete.
 /// `cache` is loaded only when a walk is needed.
 pub fn scan(
     root: &Path,
     options: &LayerOptions,
     cache: &mut LazyStatCache,
+    defer_new: bool,
 ) -> Result<(Arc<LayerScan>, bool), PackageError> {
     let mut memo = MEMO.lock().unwrap_or_else(|p| p.into_inner());
     let kept = memo.get_or_insert_with(HashMap::new);
@@ -48,12 +51,12 @@ pub fn scan(
         && let Some(mut w) = old.watch.take()
     {
         match w.drain() {
-            watcher::Drained::Nothing => {
+            watcher::Drained::Nothing if old.scan.is_some() => {
                 let scan = old.scan.clone();
                 kept.insert(root.to_owned(), Kept { watch: Some(w), ..old });
-                return Ok((scan, false));
+                return Ok((scan.unwrap_or_default(), false));
             }
-            watcher::Drained::Changed => watch = Some(w),
+            watcher::Drained::Nothing | watcher::Drained::Changed => watch = Some(w),
             watcher::Drained::Structural => {} // watched afresh below
         }
     }
@@ -65,13 +68,29 @@ pub fn scan(
             w.add(dir);
         }
     };
-    let scan = Arc::new(layer::scan_with(root, options, cache.get(), &before_listing)?);
+    let scan = Arc::new(layer::scan_with(root, options, cache.get(), &before_listing, defer_new)?);
     if kept.len() >= KEPT_MAX {
         kept.clear();
     }
     let watch = watch.filter(|w| w.usable());
-    kept.insert(root.to_owned(), Kept { options: options.clone(), scan: scan.clone(), watch });
+    kept.insert(root.to_owned(), Kept { options: options.clone(), scan: None, watch });
     Ok((scan, true))
+}
+
+/// Keeps `scan` (new, complete: every hash known) for the next pack of `root`
+/// with the same options. Events queued since the walk began are still read by
+/// that pack's `scan`, so a change made meanwhile is not missed.
+pub fn keep(root: &Path, options: &LayerOptions, scan: Arc<LayerScan>) {
+    if scan.files.iter().any(|f| f.hash.is_none()) {
+        return;
+    }
+    let mut memo = MEMO.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(kept) = memo.get_or_insert_with(HashMap::new).get_mut(root)
+        && kept.options == *options
+        && kept.watch.is_some()
+    {
+        kept.scan = Some(scan);
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -235,7 +254,9 @@ mod tests {
 
     fn scan_of(root: &Path, cache: &mut LazyStatCache) -> (Arc<LayerScan>, bool) {
         let options = LayerOptions { gitignore: false, ..Default::default() };
-        scan(root, &options, cache).unwrap()
+        let (found, fresh) = scan(root, &options, cache, false).unwrap();
+        keep(root, &options, found.clone());
+        (found, fresh)
     }
 
     fn paths(scan: &LayerScan) -> Vec<&str> {
@@ -292,7 +313,7 @@ mod tests {
 
         // Other options (e.g. files left out for a target): scanned anew.
         let options = LayerOptions { gitignore: false, exclude: vec!["pkg2".into()], ..Default::default() };
-        let (narrowed, fresh) = scan(&root, &options, &mut cache).unwrap();
+        let (narrowed, fresh) = scan(&root, &options, &mut cache, false).unwrap();
         assert!(fresh);
         assert!(paths(&narrowed).is_empty());
     }

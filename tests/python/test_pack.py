@@ -52,6 +52,14 @@ def pack(env, **kwargs):
     )
 
 
+def with_own_site_packages(env):
+    """``env`` with a copy of the shared site-packages: a folder this process never packed
+    (a pack keeps each folder's scan in memory while nothing under it changes)."""
+    site = env["tmp"] / "site-packages"
+    shutil.copytree(env["site"], site)
+    return {**env, "site": site}
+
+
 def layer(manifest, name):
     (found,) = [layer for layer in manifest["layers"] if layer["name"] == name]
     return found
@@ -99,9 +107,7 @@ def test_unchanged_env_uploads_nothing_and_reads_nothing(env) -> None:
 def test_a_warm_pack_in_the_same_process_sees_every_change(env) -> None:
     """A kernel keeps each layer's scan while inotify reports nothing under it; every kind of
     change still reaches the next pack."""
-    site = env["tmp"] / "site-packages"  # edited below: not the fixture's shared folder
-    shutil.copytree(env["site"], site)
-    env = {**env, "site": site}
+    env = with_own_site_packages(env)  # edited below: not the fixture's shared folder
     first = pack(env)
     assert pack(env)["bytes_hashed"] == 0
     # A site-packages file edited in place, same size (same second, likely same mtime).
@@ -125,6 +131,39 @@ def test_a_warm_pack_in_the_same_process_sees_every_change(env) -> None:
     (env["ws"] / "newpkg" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0" * 10)
     quiet = pack(env)
     assert (quiet["digest"], quiet["bytes_hashed"]) == (regrown["digest"], 0)
+
+
+PACK_JSON = """
+import json, sys, geneva.package
+m = geneva.package.pack(upload_dir=sys.argv[3], workspace=[("workspace", sys.argv[1])], site_packages=[sys.argv[2]])
+print(json.dumps(m))
+"""
+
+
+def test_a_cold_pack_hashes_while_zipping_and_a_new_process_reads_nothing(env) -> None:
+    """New files are hashed as they are zipped (one read); their hashes still reach the stat
+    cache, so a new process (a restarted kernel) packs the unchanged env without reading a file."""
+    env = with_own_site_packages(env)  # one this process has never packed: cold
+    cold = pack(env)
+    assert cold["bytes_hashed"] == sum(layer["bytes"] for layer in cold["layers"])
+    for shard in (s for layer in cold["layers"] for s in layer["shards"]):
+        with zipfile.ZipFile(shard["uri"]) as z:
+            assert z.testzip() is None
+    args = [sys.executable, "-c", PACK_JSON, str(env["ws"]), str(env["site"]), str(env["up"])]
+    again = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+    assert again["digest"] == cold["digest"]
+    assert (again["bytes_hashed"], again["bytes_uploaded"]) == (0, 0)
+
+
+def test_a_touched_file_is_rehashed_and_its_zip_found_by_name(env) -> None:
+    cold = pack(env)
+    model = env["ws"] / "pkg" / "model.py"
+    os.utime(model, ns=(time.time_ns(), time.time_ns() + 10**9))
+    touched = pack(env)
+    assert touched["digest"] == cold["digest"]
+    assert touched["bytes_hashed"] == model.stat().st_size
+    assert touched["bytes_uploaded"] == 0
+    assert not any(s["written"] for layer in touched["layers"] for s in layer["shards"])
 
 
 def test_editing_one_workspace_file_reuploads_only_the_workspace_layer(env) -> None:
