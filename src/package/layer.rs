@@ -7,6 +7,7 @@ use super::PackageError;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Files that must never leave the machine, by name.
 const SECRET_NAMES: [&str; 8] = [
@@ -82,6 +83,9 @@ fn skipped_dir(path: &Path) -> bool {
     skipped_name(name) || path.join("pyvenv.cfg").is_file() // a virtualenv
 }
 
+/// Called with each folder before a walk lists it (`watch` watches it there).
+pub type BeforeListing = Arc<dyn Fn(&Path) + Send + Sync>;
+
 /// A file found by a walk: path inside the layer, absolute path, lstat.
 type Found = (String, PathBuf, std::fs::Metadata);
 
@@ -101,7 +105,7 @@ fn classify(name: &str, path: &str, is_excluded: &dyn Fn(&str) -> bool) -> Optio
 
 /// Lists and hashes the files under `root` that ship.
 pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Result<LayerScan, PackageError> {
-    scan_with(root, options, cache, &|_| {}, false)
+    scan_with(root, options, cache, Arc::new(|_: &Path| {}), false)
 }
 
 /// `scan`, calling `before_listing` with each folder before the walk lists it
@@ -114,7 +118,7 @@ pub fn scan_with(
     root: &Path,
     options: &LayerOptions,
     cache: &mut StatCache,
-    before_listing: &(dyn Fn(&Path) + Sync),
+    before_listing: BeforeListing,
     defer_new: bool,
 ) -> Result<LayerScan, PackageError> {
     if !root.is_dir() {
@@ -133,7 +137,7 @@ pub fn scan_with(
     let walked = if options.gitignore {
         walk_ignoring(root, &is_excluded, before_listing)?
     } else {
-        walk_plain(root, &is_excluded, before_listing)?
+        walk_plain(root, &is_excluded, &*before_listing)?
     };
     let mut secrets_left_out = walked.secrets;
     secrets_left_out.sort();
@@ -183,15 +187,25 @@ pub fn scan_with(
 fn walk_ignoring(
     root: &Path,
     is_excluded: &(dyn Fn(&str) -> bool + Sync),
-    before_listing: &(dyn Fn(&Path) + Sync),
+    before_listing: BeforeListing,
 ) -> Result<Walked, PackageError> {
+    // The parallel walker lists a folder before it shows it to the visitor, so the hook
+    // runs where a folder is admitted: the filter, called while its parent is listed.
+    before_listing(root);
     let walker = ignore::WalkBuilder::new(root)
         .hidden(false)
         .parents(false)
         .git_global(false)
         .require_git(false)
         .follow_links(false)
-        .filter_entry(|e| !(e.file_type().is_some_and(|t| t.is_dir()) && e.depth() > 0 && skipped_dir(e.path())))
+        .filter_entry(move |e| {
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            let walked = !(is_dir && e.depth() > 0 && skipped_dir(e.path()));
+            if walked && is_dir {
+                before_listing(e.path());
+            }
+            walked
+        })
         .build_parallel();
     let found: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
     let secrets: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -208,10 +222,6 @@ fn walk_ignoring(
                     return ignore::WalkState::Quit;
                 }
             };
-            // A folder is visited before the walker lists it (Skip here would not descend).
-            if entry.file_type().is_some_and(|t| t.is_dir()) {
-                before_listing(entry.path());
-            }
             if entry.file_type().is_some_and(|t| t.is_file())
                 && let Ok(relative) = entry.path().strip_prefix(root)
             {

@@ -29,7 +29,7 @@ struct Kept {
     options: LayerOptions,
     /// None until `keep` (a new scan is kept once its deferred hashes are filled in).
     scan: Option<Arc<LayerScan>>,
-    watch: Option<watcher::DirWatch>,
+    watch: Option<Arc<watcher::DirWatch>>,
 }
 
 /// The scan of `root`: the one kept from an earlier pack when nothing under it
@@ -48,7 +48,7 @@ pub fn scan(
     let mut watch = None;
     if let Some(mut old) = previous
         && old.options == *options
-        && let Some(mut w) = old.watch.take()
+        && let Some(w) = old.watch.take()
     {
         match w.drain() {
             watcher::Drained::Nothing if old.scan.is_some() => {
@@ -61,14 +61,16 @@ pub fn scan(
         }
     }
     if watch.is_none() {
-        watch = watcher::DirWatch::start(root);
+        watch = watcher::DirWatch::start(root).map(Arc::new);
     }
-    let before_listing = |dir: &Path| {
-        if let Some(w) = &watch {
-            w.add(dir);
+    let before_listing: layer::BeforeListing = match &watch {
+        Some(w) => {
+            let w = w.clone();
+            Arc::new(move |dir: &Path| w.add(dir))
         }
+        None => Arc::new(|_: &Path| {}),
     };
-    let scan = Arc::new(layer::scan_with(root, options, cache.get(), &before_listing, defer_new)?);
+    let scan = Arc::new(layer::scan_with(root, options, cache.get(), before_listing, defer_new)?);
     if kept.len() >= KEPT_MAX {
         kept.clear();
     }
@@ -110,7 +112,7 @@ mod watcher {
     }
 
     pub struct DirWatch {
-        inotify: Inotify,
+        inotify: Mutex<Inotify>,
         watched: Mutex<HashSet<PathBuf>>,
         /// A watch could not be added: the next pack must walk.
         failed: AtomicBool,
@@ -155,7 +157,7 @@ mod watcher {
             if !local(root) {
                 return None;
             }
-            let inotify = Inotify::init().ok()?;
+            let inotify = Mutex::new(Inotify::init().ok()?);
             Some(DirWatch { inotify, watched: Mutex::new(HashSet::new()), failed: AtomicBool::new(false) })
         }
 
@@ -165,7 +167,8 @@ mod watcher {
             if !self.watched.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.to_owned()) {
                 return;
             }
-            if self.inotify.watches().add(dir, mask()).is_err() {
+            let mut watches = self.inotify.lock().unwrap_or_else(|p| p.into_inner()).watches();
+            if watches.add(dir, mask()).is_err() {
                 self.failed.store(true, Ordering::Relaxed);
             }
         }
@@ -175,14 +178,15 @@ mod watcher {
         }
 
         /// Reads the events queued since the last call.
-        pub fn drain(&mut self) -> Drained {
+        pub fn drain(&self) -> Drained {
             if !self.usable() {
                 return Drained::Structural;
             }
+            let mut inotify = self.inotify.lock().unwrap_or_else(|p| p.into_inner());
             let mut buffer = [0u8; 64 * 1024];
             let mut outcome = Drained::Nothing;
             loop {
-                let events = match self.inotify.read_events(&mut buffer) {
+                let events = match inotify.read_events(&mut buffer) {
                     Ok(events) => events,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return outcome,
                     Err(_) => return Drained::Structural,
@@ -235,7 +239,7 @@ mod watcher {
         pub fn usable(&self) -> bool {
             false
         }
-        pub fn drain(&mut self) -> Drained {
+        pub fn drain(&self) -> Drained {
             Drained::Structural
         }
     }
@@ -316,5 +320,35 @@ mod tests {
         let (narrowed, fresh) = scan(&root, &options, &mut cache, false).unwrap();
         assert!(fresh);
         assert!(paths(&narrowed).is_empty());
+    }
+
+    #[test]
+    fn a_workspace_walk_watches_its_folders_too() {
+        // The workspace walk (.gitignore rules, the `ignore` crate's parallel walker) admits
+        // folders in its filter, where they are watched before they are listed.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        std::fs::create_dir_all(root.join("src/deep")).unwrap();
+        std::fs::write(root.join("src/deep/m.py"), "m = 1\n").unwrap();
+        std::fs::write(root.join(".gitignore"), "logs/\n").unwrap();
+        let mut cache = LazyStatCache::new(dir.path().join("cache.bin"));
+        let options = LayerOptions::default();
+        let scan_ws = |cache: &mut LazyStatCache| {
+            let (found, fresh) = scan(&root, &options, cache, false).unwrap();
+            keep(&root, &options, found.clone());
+            (found, fresh)
+        };
+        assert!(scan_ws(&mut cache).1);
+        assert!(!scan_ws(&mut cache).1);
+        std::fs::write(root.join("src/deep/m.py"), "m = 2\n").unwrap();
+        assert!(scan_ws(&mut cache).1, "an edit two folders down");
+        assert!(!scan_ws(&mut cache).1);
+        std::fs::create_dir_all(root.join("src/deep/new")).unwrap();
+        std::fs::write(root.join("src/deep/new/n.py"), "n = 1\n").unwrap();
+        let (grown, fresh) = scan_ws(&mut cache);
+        assert!(fresh);
+        assert_eq!(paths(&grown), [".gitignore", "src/deep/m.py", "src/deep/new/n.py"]);
+        std::fs::write(root.join("src/deep/new/n.py"), "n = 2\n").unwrap();
+        assert!(scan_ws(&mut cache).1, "an edit in a folder created after the first scan");
     }
 }
