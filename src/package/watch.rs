@@ -256,11 +256,16 @@ fn irrelevant(name: &std::ffi::OsStr) -> bool {
 mod tests {
     use super::*;
 
-    fn scan_of(root: &Path, cache: &mut LazyStatCache) -> (Arc<LayerScan>, bool) {
-        let options = LayerOptions { gitignore: false, ..Default::default() };
-        let (found, fresh) = scan(root, &options, cache, false).unwrap();
-        keep(root, &options, found.clone());
+    /// A pack's use: scan, then keep the complete scan.
+    fn scan_kept(root: &Path, options: &LayerOptions, cache: &mut LazyStatCache) -> (Arc<LayerScan>, bool) {
+        let (found, fresh) = scan(root, options, cache, false).unwrap();
+        keep(root, options, found.clone());
         (found, fresh)
+    }
+
+    /// A site-packages layer (no .gitignore rules).
+    fn scan_of(root: &Path, cache: &mut LazyStatCache) -> (Arc<LayerScan>, bool) {
+        scan_kept(root, &LayerOptions { gitignore: false, ..Default::default() }, cache)
     }
 
     fn paths(scan: &LayerScan) -> Vec<&str> {
@@ -333,11 +338,7 @@ mod tests {
         std::fs::write(root.join(".gitignore"), "logs/\n").unwrap();
         let mut cache = LazyStatCache::new(dir.path().join("cache.bin"));
         let options = LayerOptions::default();
-        let scan_ws = |cache: &mut LazyStatCache| {
-            let (found, fresh) = scan(&root, &options, cache, false).unwrap();
-            keep(&root, &options, found.clone());
-            (found, fresh)
-        };
+        let scan_ws = |cache: &mut LazyStatCache| scan_kept(&root, &options, cache);
         assert!(scan_ws(&mut cache).1);
         assert!(!scan_ws(&mut cache).1);
         std::fs::write(root.join("src/deep/m.py"), "m = 2\n").unwrap();
