@@ -103,13 +103,8 @@ fn classify(name: &str, path: &str, is_excluded: &dyn Fn(&str) -> bool) -> Optio
     Some(is_secret(name))
 }
 
-/// Lists and hashes the files under `root` that ship.
-pub fn scan(root: &Path, options: &LayerOptions, cache: &mut StatCache) -> Result<LayerScan, PackageError> {
-    scan_with(root, options, cache, Arc::new(|_: &Path| {}), false)
-}
-
-/// `scan`, calling `before_listing` with each folder before the walk lists it
-/// (`watch` watches it there). With `defer_new`, a file the stat cache has never
+/// Lists and hashes the files under `root` that ship, calling `before_listing` with each
+/// folder before the walk lists it (`watch` watches it there). With `defer_new`, a file the stat cache has never
 /// seen is left unhashed (`hash: None`): the zip that must be written for it
 /// anyway hashes it on the same read (a cold pack read every byte twice). A
 /// known file whose stat changed is still hashed here: a `touch` or a reinstall

@@ -50,14 +50,13 @@ pub fn scan(
         && old.options == *options
         && let Some(w) = old.watch.take()
     {
-        match w.drain() {
-            watcher::Drained::Nothing if old.scan.is_some() => {
-                let scan = old.scan.clone();
+        match (w.drain(), old.scan.clone()) {
+            (watcher::Drained::Nothing, Some(scan)) => {
                 kept.insert(root.to_owned(), Kept { watch: Some(w), ..old });
-                return Ok((scan.unwrap_or_default(), false));
+                return Ok((scan, false));
             }
-            watcher::Drained::Nothing | watcher::Drained::Changed => watch = Some(w),
-            watcher::Drained::Structural => {} // watched afresh below
+            (watcher::Drained::Structural, _) => {} // watched afresh below
+            _ => watch = Some(w),                   // a change, or a scan never kept: walk, keeping the watches
         }
     }
     if watch.is_none() {
@@ -268,17 +267,26 @@ mod tests {
         scan_kept(root, &LayerOptions { gitignore: false, ..Default::default() }, cache)
     }
 
+    /// A temporary folder `root` holding `files` (path, text), and a stat cache beside it.
+    fn folder_with(name: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, LazyStatCache) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(name);
+        for (path, text) in files {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let cache = LazyStatCache::new(dir.path().join("cache.bin"));
+        (dir, root, cache)
+    }
+
     fn paths(scan: &LayerScan) -> Vec<&str> {
         scan.files.iter().map(|f| f.path.as_str()).collect()
     }
 
     #[test]
     fn a_kept_scan_is_reused_until_something_under_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("site");
-        std::fs::create_dir_all(root.join("pkg")).unwrap();
-        std::fs::write(root.join("pkg/a.py"), "a = 1\n").unwrap();
-        let mut cache = LazyStatCache::new(dir.path().join("cache.bin"));
+        let (_dir, root, mut cache) = folder_with("site", &[("pkg/a.py", "a = 1\n")]);
 
         let (first, fresh) = scan_of(&root, &mut cache);
         assert!(fresh);
@@ -331,12 +339,7 @@ mod tests {
     fn a_workspace_walk_watches_its_folders_too() {
         // The workspace walk (.gitignore rules, the `ignore` crate's parallel walker) admits
         // folders in its filter, where they are watched before they are listed.
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("ws");
-        std::fs::create_dir_all(root.join("src/deep")).unwrap();
-        std::fs::write(root.join("src/deep/m.py"), "m = 1\n").unwrap();
-        std::fs::write(root.join(".gitignore"), "logs/\n").unwrap();
-        let mut cache = LazyStatCache::new(dir.path().join("cache.bin"));
+        let (_dir, root, mut cache) = folder_with("ws", &[("src/deep/m.py", "m = 1\n"), (".gitignore", "logs/\n")]);
         let options = LayerOptions::default();
         let scan_ws = |cache: &mut LazyStatCache| scan_kept(&root, &options, cache);
         assert!(scan_ws(&mut cache).1);
