@@ -66,7 +66,7 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
     // Round one: only even ids.
     let ds = table::open(&uri, None).await.unwrap();
     let inputs = vec!["id".to_owned()];
-    let plan = backfill::plan(&ds, Some("id % 2 = 0"), &inputs, None).await.unwrap();
+    let plan = backfill::plan(&ds, Some("id % 2 = 0"), &inputs, None, None).await.unwrap();
     assert_eq!(plan.rows(), 5);
     let frag = &plan.fragments[0];
     assert_eq!(frag.offsets, [0, 2, 4, 6, 8]);
@@ -77,7 +77,7 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
         let input = rows.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
         let doubled: Int64Array = input.iter().map(|v| v.map(|x| x * 2)).collect();
         let path = store.uri(frag.fragment_id, &frag.input_digest, chunk);
-        checkpoint::write(&path, &UInt32Array::from(chunk.to_vec()), Arc::new(doubled)).await.unwrap();
+        checkpoint::write(&path, &UInt32Array::from(chunk.to_vec()), Arc::new(doubled), None).await.unwrap();
         assert!(checkpoint::read(&path).await.unwrap().is_some());
         uris.push(path);
     }
@@ -85,27 +85,28 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
     assert_eq!(listed.len(), 3);
     assert_eq!(backfill::checkpoints_of(frag, &store.list().await.unwrap()).len(), 3);
     let group = [(frag.fragment_id, uris, frag.offsets.clone())];
-    let version = backfill::commit_fragments(&uri, plan.version, "double", &group).await.unwrap();
+    let version = backfill::commit_fragments(&uri, plan.version, "double", None, &group).await.unwrap();
     assert!(version > plan.version);
     let expected_even: Vec<Option<i64>> = (0..10).map(|i| (i % 2 == 0).then_some(i * 2)).collect();
     assert_eq!(column(&uri, "double").await, expected_even);
 
     // Round two: the rows still null; earlier values are kept.
     let ds = table::open(&uri, None).await.unwrap();
-    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double")).await.unwrap();
+    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double"), None).await.unwrap();
     assert_eq!(plan.fragments[0].offsets, [1, 3, 5, 7, 9]);
     let frag = &plan.fragments[0];
     let path = store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
     let odd: Int64Array = frag.offsets.iter().map(|o| Some(i64::from(*o) * 2)).collect();
-    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), Arc::new(odd)).await.unwrap();
+    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), Arc::new(odd), None).await.unwrap();
     let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
-    backfill::commit_fragments(&uri, plan.version, "double", &group).await.unwrap();
+    backfill::commit_fragments(&uri, plan.version, "double", None, &group).await.unwrap();
     assert_eq!(column(&uri, "double").await, (0..10).map(|i| Some(i * 2)).collect::<Vec<_>>());
 
     // A planned row no checkpoint holds refuses the commit and changes nothing.
     let before = table::open(&uri, None).await.unwrap().version_id();
-    let err =
-        backfill::commit_fragments(&uri, before, "double", &[(frag.fragment_id, vec![], vec![3])]).await.unwrap_err();
+    let err = backfill::commit_fragments(&uri, before, "double", None, &[(frag.fragment_id, vec![], vec![3])])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("not fully checkpointed"), "{err}");
     assert_eq!(table::open(&uri, None).await.unwrap().version_id(), before);
 
@@ -113,7 +114,7 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
     let cp = checkpoint::read(&store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets)).await.unwrap().unwrap();
     assert_eq!(cp.offsets.values().to_vec(), frag.offsets);
     let gapless = store.uri(frag.fragment_id, &frag.input_digest, &[4, 5, 6]);
-    checkpoint::write(&gapless, &UInt32Array::from(vec![4, 5, 6]), Arc::new(Int64Array::from(vec![8, 10, 12])))
+    checkpoint::write(&gapless, &UInt32Array::from(vec![4, 5, 6]), Arc::new(Int64Array::from(vec![8, 10, 12])), None)
         .await
         .unwrap();
     let cp = checkpoint::read(&gapless).await.unwrap().unwrap();
@@ -126,13 +127,13 @@ async fn a_column_never_filled_is_planned_without_a_scan_and_deletions_are_respe
     let (_dir, uri) = ten_ids_and_an_empty_column().await;
     let inputs = vec!["id".to_owned()];
     let ds = table::open(&uri, None).await.unwrap();
-    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double")).await.unwrap();
+    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double"), None).await.unwrap();
     assert_eq!(plan.fragments[0].offsets, (0..10).collect::<Vec<u32>>());
 
     // With deleted rows the fragment is scanned: the deleted rows are not planned.
     let mut ds = table::open(&uri, None).await.unwrap();
     ds.delete("id >= 7").await.unwrap();
-    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double")).await.unwrap();
+    let plan = backfill::plan(&ds, Some("double IS NULL"), &inputs, Some("double"), None).await.unwrap();
     assert_eq!(plan.fragments[0].offsets, (0..7).collect::<Vec<u32>>());
     assert_eq!(plan.table_rows, 7);
 }
@@ -142,8 +143,98 @@ async fn plan_rejects_unknown_columns_with_close_matches() {
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().join("t.lance").to_string_lossy().into_owned();
     let ds = table::create(&uri, ids(3), false).await.unwrap();
-    let err = backfill::plan(&ds, Some("idd > 1"), &["id".to_owned()], None).await.unwrap_err();
+    let err = backfill::plan(&ds, Some("idd > 1"), &["id".to_owned()], None, None).await.unwrap_err();
     assert!(err.to_string().contains("did you mean \"id\"?"), "{err}");
-    let err = backfill::plan(&ds, None, &["ids".to_owned()], None).await.unwrap_err();
+    let err = backfill::plan(&ds, None, &["ids".to_owned()], None, None).await.unwrap_err();
     assert!(err.to_string().contains("did you mean \"id\"?"), "{err}");
+}
+
+fn int64s(values: &[Option<i64>]) -> Arc<Int64Array> {
+    Arc::new(Int64Array::from(values.to_vec()))
+}
+
+/// Plans `double` for the rows not computed by UDF version `id` (NULL record or another id).
+async fn plan_for(uri: &str, id: i64) -> backfill::Plan {
+    let ds = table::open(uri, None).await.unwrap();
+    let filter = format!("double_v IS NULL OR double_v <> {id}");
+    backfill::plan(&ds, Some(&filter), &["id".to_owned()], Some("double_v"), Some("double_v")).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_version_record_is_committed_with_the_values_and_failed_rows_stay_to_do() {
+    let (_dir, uri) = ten_ids_and_an_empty_column().await;
+    table::add_null_columns(&uri, vec![Field::new("double_v", DataType::Int64, true)]).await.unwrap();
+    let plan = plan_for(&uri, 7).await;
+    assert_eq!((plan.rows(), plan.by_version.get(&None).copied()), (10, Some(10)));
+    let frag = &plan.fragments[0];
+    let store = CheckpointStore::new(&uri, "double", "v7");
+    let path = store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
+    let values: Vec<Option<i64>> = (0..10).map(|i| (i != 3).then_some(i * 2)).collect();
+    let failed = arrow::array::BooleanArray::from((0..10).map(|i| i == 3).collect::<Vec<_>>());
+    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), int64s(&values), Some(&failed)).await.unwrap();
+    let stamp = backfill::Stamp { column: "double_v".into(), id: 7 };
+    let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
+    backfill::commit_fragments(&uri, plan.version, "double", Some(&stamp), &group).await.unwrap();
+    assert_eq!(column(&uri, "double").await, values);
+    let record: Vec<Option<i64>> = (0..10).map(|i| (i != 3).then_some(7)).collect();
+    assert_eq!(column(&uri, "double_v").await, record);
+
+    // The same version again: only the failed row is to do.
+    let plan = plan_for(&uri, 7).await;
+    assert_eq!(plan.fragments[0].offsets, [3]);
+    // Another version: every row, counted by the version that computed it.
+    let plan = plan_for(&uri, 8).await;
+    assert_eq!(plan.rows(), 10);
+    assert_eq!(plan.by_version.into_iter().collect::<Vec<_>>(), vec![(None, 1), (Some(7), 9)]);
+    let ds = table::open(&uri, None).await.unwrap();
+    let counts = table::count_by(&ds, "double_v").await.unwrap();
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), vec![(None, 1), (Some(7), 9)]);
+
+    // Rows outside a partial plan keep their values and their version records.
+    let ds = table::open(&uri, None).await.unwrap();
+    let plan = backfill::plan(&ds, Some("id < 2"), &["id".to_owned()], None, Some("double_v")).await.unwrap();
+    let frag = &plan.fragments[0];
+    let path = CheckpointStore::new(&uri, "double", "v8").uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
+    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), int64s(&[Some(100), Some(101)]), None)
+        .await
+        .unwrap();
+    let stamp = backfill::Stamp { column: "double_v".into(), id: 8 };
+    let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
+    backfill::commit_fragments(&uri, plan.version, "double", Some(&stamp), &group).await.unwrap();
+    let mut expected = values.clone();
+    expected[..2].copy_from_slice(&[Some(100), Some(101)]);
+    assert_eq!(column(&uri, "double").await, expected);
+    let mut record = record.clone();
+    record[..2].copy_from_slice(&[Some(8), Some(8)]);
+    assert_eq!(column(&uri, "double_v").await, record);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_written_before_the_column_had_a_version_record_get_one() {
+    // An older geneva wrote `double` alone; the record column is declared later.
+    let (_dir, uri) = ten_ids_and_an_empty_column().await;
+    let ds = table::open(&uri, None).await.unwrap();
+    let plan = backfill::plan(&ds, None, &["id".to_owned()], None, None).await.unwrap();
+    let frag = &plan.fragments[0];
+    let store = CheckpointStore::new(&uri, "double", "old");
+    let path = store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
+    let old: Vec<Option<i64>> = (0..10).map(Some).collect();
+    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), int64s(&old), None).await.unwrap();
+    let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
+    backfill::commit_fragments(&uri, plan.version, "double", None, &group).await.unwrap();
+    table::add_null_columns(&uri, vec![Field::new("double_v", DataType::Int64, true)]).await.unwrap();
+
+    // Every row's version is unknown: all are planned, and the commit records the new one.
+    let plan = plan_for(&uri, 5).await;
+    assert_eq!(plan.by_version.into_iter().collect::<Vec<_>>(), vec![(None, 10)]);
+    let frag = &plan.fragments[0];
+    let path = CheckpointStore::new(&uri, "double", "new").uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
+    let new: Vec<Option<i64>> = (0..10).map(|i| Some(i * 3)).collect();
+    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), int64s(&new), None).await.unwrap();
+    let stamp = backfill::Stamp { column: "double_v".into(), id: 5 };
+    let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
+    backfill::commit_fragments(&uri, plan.version, "double", Some(&stamp), &group).await.unwrap();
+    assert_eq!(column(&uri, "double").await, new);
+    assert_eq!(column(&uri, "double_v").await, vec![Some(5); 10]);
+    assert_eq!(plan_for(&uri, 5).await.rows(), 0);
 }

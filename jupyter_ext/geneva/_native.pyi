@@ -65,6 +65,8 @@ def table_add_null_columns(uri: str, schema: pa.Schema) -> int:
     """Declare all-null columns; returns the new version."""
 
 def table_update_field_metadata(uri: str, column: str, values: dict[str, str]) -> int: ...
+def table_count_by(uri: str, column: str) -> list[tuple[int | None, int]]:
+    """Rows by the value of an Int64 UDF version record (None: NULL), ascending."""
 
 # -- backfill steps (src/py/backfill.rs) ----------------------------------------------------
 
@@ -82,13 +84,15 @@ class BackfillPlan:
     def checkpoint_root(self) -> str: ...
     def fragments(self) -> list[tuple[int, int, str]]:
         """(fragment id, rows with work, input digest) per fragment with work."""
-    def without_fragments(self, fragment_ids: list[int]) -> BackfillPlan: ...
+    def by_version(self) -> list[tuple[int | None, int]]:
+        """Planned rows by the UDF version id that computed their value (None: never computed, or failed)."""
     def tasks(self, batch_size: int, task_size: int) -> list[dict]:
         """Dicts with fragment_id, rows, offsets (pa.UInt32Array, or None for a gapless run from
         ``first``), input_digest, checkpoint_root and
         batches [(start, end, done)]: done when checkpoints hold every row of the batch already."""
-    def commit(self, column: str, fragment_ids: list[int]) -> int:
-        """Commit whole fragments from their checkpoints as one DataReplacement; returns the new version."""
+    def commit(self, column: str, fragment_ids: list[int], stamp: tuple[str, int] | None = None) -> int:
+        """Commit whole fragments from their checkpoints as one DataReplacement, with the version record
+        ``stamp`` = (record column, UDF version id) in the same files; returns the new version."""
     def remove_checkpoints(self, fragment_ids: list[int]) -> None: ...
 
 def plan_backfill(
@@ -97,9 +101,13 @@ def plan_backfill(
     job_key: str,
     input_columns: list[str],
     filter: str | None = None,
-    only_null: bool = False,
+    stale: str | None = None,
+    null_target: str | None = None,
+    count_by: str | None = None,
 ) -> BackfillPlan:
-    """The rows needing work; ``only_null``: ``filter`` is exactly "``column`` IS NULL"."""
+    """The rows ``filter`` (the user's ``where``, validated alone) selects among those ``stale`` selects;
+    ``null_target``: ``stale`` selects every row where it is NULL (without ``filter`` a fragment never
+    filled is planned whole, without a scan); ``count_by``: the version record planned rows are counted by."""
 
 class RowRuns:
     """Batches of row ranges of one fragment, read ahead: one batch per range, in order."""
@@ -113,8 +121,11 @@ def read_runs(
 def read_rows(uri: str, version: int, fragment_id: int, offsets: pa.Array, columns: list[str]) -> pa.RecordBatch:
     """The input columns of the rows at physical ``offsets`` of one fragment."""
 
-def checkpoint_write(root: str, fragment_id: int, input_digest: str, offsets: pa.Array, values: pa.Array) -> str:
-    """Store the values of a run of one fragment's rows as one checkpoint under ``root``; returns its URI."""
+def checkpoint_write(
+    root: str, fragment_id: int, input_digest: str, offsets: pa.Array, values: pa.Array, failed: pa.Array | None = None
+) -> str:
+    """Store the values of a run of one fragment's rows as one checkpoint under ``root`` (``failed``: bool per
+    row, rows the UDF failed on, which stay to be computed); returns its URI."""
 
 # -- environment verdicts (src/py/package.rs) --------------------------------------------------
 
@@ -141,12 +152,12 @@ class KubeRayHandle:
     """One RayCluster through the Kubernetes API of the current kubeconfig (kube-rs)."""
 
     def __init__(self, namespace: str, name: str) -> None: ...
-    def apply(self, manifest: str) -> str:
-        """Create, or merge-patch when it exists: ``"created"`` or ``"patched"``."""
+    def apply(self, manifest: str, adopt: bool = False) -> str:
+        """Create, or merge-patch when it exists (geneva's own; any with ``adopt``): ``"created"`` or ``"patched"``."""
     def wait_ready(self, timeout_s: float, poll_s: float) -> str:
         """The ready head pod's name; ClusterError at once on ImagePullBackOff / CrashLoopBackOff / Unschedulable."""
     def forward(self, port: int) -> int:
         """Forward 127.0.0.1:<returned port> to ``port`` of the current head pod (looked up per connection)."""
     def stop_forwards(self) -> None: ...
     def delete(self) -> bool:
-        """Delete the RayCluster; False when it was gone already."""
+        """Delete the RayCluster (refused for one geneva did not create); False when it was gone already."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from geneva import _native
-from geneva.db import did_you_mean
+from geneva.db import did_you_mean, version_record
 from geneva.exceptions import BackfillCancelled, BackfillError, ColumnNotFoundError, InvalidInputError, UdfError
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ TASKS_PER_SLOT = 2  # a slow worker leaves the others something to take over
 CHECKPOINT_SECONDS = 2.0  # by default a task checkpoints what it computed at least this often
 CHECKPOINT_BYTES = 64 << 20  # ... or once it holds this much computed data
 PROGRESS_SECONDS = 0.1  # a task reports its counts at most this often (and at its end)
-COMPUTED_META = "geneva.computed_version"  # field metadata: UDF version the stored values came from
 ON_ERROR = ("fail", "skip")
 
 
@@ -190,44 +189,62 @@ def start(
             f"UDF {fn.name} reads column {missing[0]!r}, which table {table.name!r} lacks"
             + did_you_mean(missing[0], schema.names)
         )
-    meta = schema.field(column).metadata or {}
-    computed = meta.get(COMPUTED_META.encode(), b"").decode() or None
-    recompute_all = computed is not None and computed != fn.version
-    if opts.where is not None:
-        row_filter = opts.where
-    elif recompute_all:
-        row_filter = None
-    else:
-        row_filter = f"{_quote(column)} IS NULL"
-    key = _job_key(fn.version, row_filter)
-    only_null = opts.where is None and not recompute_all
-    plan = _native.plan_backfill(table.uri, column, key, inputs, row_filter, only_null=only_null)
-    notes = []
-    if recompute_all:
-        notes.append(f"UDF {fn.name} changed (version {computed} -> {fn.version}): recomputing every row")
-    done = [
-        fid
-        for fid, _, digest in plan.fragments()
-        if (Path(plan.checkpoint_root) / f"f{fid}-{digest}.committed").exists()
-    ]
-    if done:
-        plan = plan.without_fragments(done)
-    job = Job(table, column, fn, inputs, plan, opts, mark_computed=opts.where is None, computed=computed, notes=notes)
+    # Rows to compute: those the filter selects that the current UDF version did not compute
+    # (never computed, failed, or computed by another version), as the column's version record says.
+    table._ensure_record(column)
+    record = version_record(column)
+    stale = f"{_quote(record)} IS NULL OR {_quote(record)} <> {fn.version_id}"
+    key = _job_key(fn.version, opts.where)
+    plan = _native.plan_backfill(
+        table.uri, column, key, inputs, opts.where, stale=stale, null_target=record, count_by=record
+    )
+    notes = _recompute_notes(table, column, fn, plan, opts.where)
+    job = Job(table, column, fn, inputs, plan, opts, notes=notes)
     from geneva.runners.ray._mgr import active_session
 
-    session = active_session()
-    if session is not None:
-        session.track(job)
     # Ray is started (or the session's checked) here, in the caller's thread: an embedded Ray
     # started from a job's own thread is tied to it, and the process crashed once that thread
     # had ended and the next job used Ray (seen in a kernel: one async job, then another).
     _ensure_ray()
+    # Tracked only once it can run: a session's exit waits for its jobs, never for one that did not start.
+    session = active_session()
+    if session is not None:
+        session.track(job)
     if wait:
         job._run()
     else:
         job._thread = threading.Thread(target=job._run_quietly, name=f"geneva-backfill-{job.job_id}", daemon=True)
         job._thread.start()
     return job
+
+
+def _recompute_notes(table: Table, column: str, fn: UDF, plan: Any, where: str | None) -> list[str]:
+    """What the plan recomputes, and why: rows computed by other UDF versions, and (with a filter)
+    the rows outside it that keep values of other versions."""
+    from geneva.udf import version_id
+
+    by_version = dict(plan.by_version())
+    never = by_version.pop(None, 0)
+    other = sum(by_version.values())
+    if not other:
+        return []
+    stored = table._udf_meta(column)
+    names = {version_id(v): v for v in stored.get("versions", {}).values()}
+    versions = ", ".join(f"{names.get(vid, '(unknown)')}: {n:,}" for vid, n in sorted(by_version.items(), key=str))
+    note = (
+        f"UDF {fn.name} is version {fn.version}; recomputing {other:,} row(s) computed by other versions "
+        f"({versions})" + (f" and computing {never:,} never computed" if never else "")
+    )
+    notes = [note]
+    if where is not None:
+        status = table.column_status(column)
+        outside = status.rows_other - other
+        if outside > 0:
+            notes.append(
+                f"{outside:,} row(s) outside the filter keep values of other UDF versions: "
+                f"tbl.backfill({column!r}) without where recomputes them (tbl.column_status({column!r}) counts them)"
+            )
+    return notes
 
 
 def _ensure_ray() -> Any:
@@ -240,10 +257,13 @@ def _ensure_ray() -> Any:
     import ray
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING", log_to_driver=True)
+        from geneva import _ray
         from geneva._kernel import on_kernel_shutdown
 
-        on_kernel_shutdown(ray.shutdown)
+        _ray.start_local(
+            ray, include_dashboard=False, configure_logging=True, logging_level="WARNING", log_to_driver=True
+        )
+        on_kernel_shutdown(lambda: _ray.shutdown(ray))
     return ray
 
 
@@ -264,8 +284,6 @@ class Job:
         plan: Any,
         opts: _Options,
         *,
-        mark_computed: bool,
-        computed: str | None,
         notes: list[str],
     ) -> None:
         self.job_id = uuid.uuid4().hex[:16]
@@ -276,8 +294,6 @@ class Job:
         self._inputs = inputs
         self._plan = plan
         self._opts = opts
-        self._mark_computed = mark_computed
-        self._computed = computed
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled"
         self._finished = threading.Event()
@@ -456,12 +472,6 @@ class Job:
         tally = _Tally(version=plan.version)
         if tasks:
             self._run_tasks(tasks, tally, started)
-        if tally.errors:
-            self._record_errors(tally.errors)
-        if self._mark_computed and tally.failed == 0 and self._computed != self.udf.version:
-            tally.version = _native.table_update_field_metadata(
-                self.table.uri, self.column, {COMPUTED_META: self.udf.version}
-            )
         return BackfillResult(
             job_id=self.job_id,
             table=self.table.name,
@@ -545,21 +555,21 @@ class Job:
         return report.get("last", False)
 
     def _commit(self, fragment_ids: list[int], tally: _Tally) -> None:
+        """Commits the values and their version record in one transaction, then records the errors
+        of the committed rows (so a job cancelled later keeps them) and drops the checkpoints."""
         self._update(stage="committing")
-        tally.version = self._plan.commit(self.column, fragment_ids)
-        self._after_commit(fragment_ids)
+        stamp = (version_record(self.column), self.udf.version_id)
+        tally.version = self._plan.commit(self.column, fragment_ids, stamp)
+        committed = set(fragment_ids)
+        errors = [e for e in tally.errors if e["fragment_id"] in committed]
+        if errors:
+            self._record_errors(errors)
+        self._plan.remove_checkpoints(fragment_ids)
         tally.committed += len(fragment_ids)
         self._update(stage="running", fragments_committed=tally.committed)
 
-    def _after_commit(self, fragment_ids: list[int]) -> None:
-        """Marks committed fragments (a rerun with the same filter skips them) and drops their checkpoints."""
-        root = Path(self._plan.checkpoint_root)
-        digests = {fid: digest for fid, _, digest in self._plan.fragments()}
-        for fid in fragment_ids:
-            (root / f"f{fid}-{digests[fid]}.committed").touch()
-        self._plan.remove_checkpoints(fragment_ids)
-
     def _record_errors(self, errors: list[dict[str, Any]]) -> None:
+        """Appends per-row error records to the job's error table."""
         path = Path(self.table.uri) / "_geneva" / "errors" / f"{self.job_id}.lance"
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = pa.Table.from_pylist(
@@ -576,7 +586,10 @@ class Job:
                 ]
             ),
         )
-        _native.table_create(str(path), rows.to_reader(), False)
+        if path.exists():
+            _native.table_append(str(path), rows.to_reader())
+        else:
+            _native.table_create(str(path), rows.to_reader(), False)
 
 
 @functools.cache
@@ -720,6 +733,7 @@ def _run_task(
     offsets: pa.UInt32Array | None = task["offsets"]
     pending = _Pending(task)
     counts = _Counts()
+    failed: list[int] = []
     # A gapless task's batches are read ahead, each stretch of them in one sequential read.
     runs = None
     if offsets is None:
@@ -747,7 +761,15 @@ def _run_task(
                 counts.errors.extend(errs)
                 counts.failed += len(errs)
                 counts.processed += len(part) - len(errs)
-            pending.add(batch_offsets, pa.concat_arrays(parts) if parts else pa.array([], type=fn.data_type))
+                failed.extend(e["offset"] for e in errs)
+            values = pa.concat_arrays(parts) if parts else pa.array([], type=fn.data_type)
+            mask = None
+            if failed:  # rows the UDF failed on stay to be computed (NULL version record)
+                import pyarrow.compute as pc
+
+                mask = pc.is_in(batch_offsets, value_set=pa.array(failed, pa.uint32()))
+                failed.clear()
+            pending.add(batch_offsets, values, mask)
         if counts.due():
             yield counts.take()
     pending.flush()
@@ -801,12 +823,14 @@ class _Pending:
         self.task = task
         self.offsets: list[pa.Array] = []
         self.values: list[pa.Array] = []
+        self.failed: list[pa.Array | None] = []
         self.nbytes = 0
         self.since = time.monotonic()
 
-    def add(self, offsets: pa.Array, values: pa.Array) -> None:
+    def add(self, offsets: pa.Array, values: pa.Array, failed: pa.Array | None = None) -> None:
         self.offsets.append(offsets)
         self.values.append(values)
+        self.failed.append(failed)
         self.nbytes += values.nbytes
         if time.monotonic() - self.since >= self.task["checkpoint_seconds"] or self.nbytes >= CHECKPOINT_BYTES:
             self.flush()
@@ -814,12 +838,21 @@ class _Pending:
     def flush(self) -> None:
         if self.offsets:
             task = self.task
+            failed = None
+            if any(f is not None for f in self.failed):
+                failed = pa.concat_arrays(
+                    [
+                        f if f is not None else pa.nulls(len(o), pa.bool_()).fill_null(False)
+                        for f, o in zip(self.failed, self.offsets, strict=True)
+                    ]
+                )
             _native.checkpoint_write(
                 task["checkpoint_root"],
                 task["fragment_id"],
                 task["input_digest"],
                 pa.concat_arrays(self.offsets),
                 pa.concat_arrays(self.values),
+                failed,
             )
-        self.offsets, self.values, self.nbytes = [], [], 0
+        self.offsets, self.values, self.failed, self.nbytes = [], [], [], 0
         self.since = time.monotonic()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -25,7 +26,21 @@ if TYPE_CHECKING:
     from geneva.udf import UDF
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-UDF_META = "geneva.udf"  # field metadata: JSON {name, version, kind, inputs, path}
+UDF_META = "geneva.udf"  # field metadata: JSON {name, version, kind, inputs, path, versions}
+RECORD_META = "geneva.version_record_of"  # field metadata of a version record: the column it records
+RECORD_SUFFIX = "__geneva_version"
+
+
+def version_record(column: str) -> str:
+    """The column that records, row by row, which UDF version computed ``column``'s value
+    (an Int64 id, see ``geneva.udf.version_id``; NULL: never computed, or the UDF failed).
+    It is written in the same Lance transaction as the values, so the two never disagree.
+    geneva's own reads hide it; pylance and lancedb show it."""
+    return column + RECORD_SUFFIX
+
+
+def _is_record(field: pa.Field) -> bool:
+    return RECORD_META.encode() in (field.metadata or {})
 
 
 def connect(uri: str | Path) -> Connection:
@@ -162,7 +177,18 @@ class Table:
 
     @property
     def schema(self) -> pa.Schema:
+        """The table's columns (without geneva's UDF version records)."""
+        full = self._full_schema()
+        return pa.schema([f for f in full if not _is_record(f)], metadata=full.metadata)
+
+    def _full_schema(self) -> pa.Schema:
         return _native.table_info(self.uri)[1]
+
+    def _visible(self, columns: list[str] | None) -> list[str] | None:
+        if columns is not None:
+            return columns
+        full = self._full_schema()
+        return None if not any(_is_record(f) for f in full) else self.schema.names
 
     @property
     def version(self) -> int:
@@ -173,7 +199,7 @@ class Table:
         return _native.table_count_rows(self.uri, filter)
 
     def to_arrow(self, columns: list[str] | None = None, filter: str | None = None) -> pa.Table:
-        return _native.table_scan(self.uri, columns, filter).read_all()
+        return _native.table_scan(self.uri, self._visible(columns), filter).read_all()
 
     def to_pandas(self, columns: list[str] | None = None, filter: str | None = None) -> Any:
         return self.to_arrow(columns, filter).to_pandas()
@@ -181,12 +207,12 @@ class Table:
     def head(self, n: int = 5) -> pa.Table:
         if not isinstance(n, int) or n < 0:
             raise InvalidInputError(f"head(n) needs an int >= 0, got {n!r}")
-        return _native.table_scan(self.uri, None, None, n).read_all()
+        return _native.table_scan(self.uri, self._visible(None), None, n).read_all()
 
     def add(self, data: Any) -> int:
         """Append rows; columns not given (e.g. UDF columns) are null. Returns the new version."""
         reader = _to_reader(data)
-        schema = self.schema
+        schema = self._full_schema()
         missing = [f for f in schema if f.name not in reader.schema.names]
         if missing:
             table = reader.read_all()
@@ -219,8 +245,9 @@ class Table:
                     + did_you_mean(missing[0], existing.names)
                 )
             if name not in existing.names:
-                meta = self._store_udf(name, fn)
+                meta = self._store_udf(name, fn, {})
                 new_fields.append(pa.field(name, fn.data_type, nullable=True, metadata={UDF_META: json.dumps(meta)}))
+                new_fields.append(_record_field(name))
             else:
                 self._replace_udf(existing.field(name), fn)
         if new_fields:
@@ -241,28 +268,50 @@ class Table:
             )
         if stored["version"] == fn.version:
             return
-        meta = self._store_udf(current.name, fn)
+        meta = self._store_udf(current.name, fn, stored.get("versions", {}))
         _native.table_update_field_metadata(self.uri, current.name, {UDF_META: json.dumps(meta)})
+        status = self.column_status(current.name)
         print(
             f"geneva: UDF of column {current.name!r} changed (version {stored['version']} -> {fn.version}); "
-            "its next backfill recomputes every row"
+            f"its next backfill recomputes the {status.rows_other:,} row(s) computed by other versions"
+            f" and computes the {status.rows_never:,} never computed"
         )
 
-    def _store_udf(self, column: str, fn: UDF) -> dict[str, Any]:
-        import cloudpickle
+    def _ensure_record(self, column: str) -> None:
+        """Declares the column's version record if it has none (a column added by an older geneva:
+        its rows count as computed by an unknown version, so the next backfill recomputes them)."""
+        if version_record(column) not in self._full_schema().names:
+            _native.table_add_null_columns(self.uri, pa.schema([_record_field(column)]))
 
-        folder = Path(self.uri) / "_geneva" / "udfs"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{column}-{fn.version}.pkl"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(cloudpickle.dumps(fn))
-        tmp.replace(path)
-        return {"name": fn.name, "version": fn.version, "kind": fn.kind, "inputs": fn.input_columns, "path": path.name}
+    def column_status(self, column: str) -> ColumnStatus:
+        """Rows of ``column`` by the UDF version that computed them: the current one, others, or none
+        (never computed, or the UDF failed on the row).
 
-    def udf_of(self, column: str) -> UDF:
-        """The UDF stored for a computed column."""
-        import cloudpickle
+        >>> tbl.column_status("embedding")
+        embedding: 9,000 rows by the current UDF (version 3f2a...), 1,000 by other versions, 24 never computed
+        """
+        stored = self._udf_meta(column)
+        record = version_record(column)
+        counts = _native.table_count_by(self.uri, record) if record in self._full_schema().names else []
+        if not counts:
+            counts = [(None, self.count_rows())]
+        from geneva.udf import version_id
 
+        names = {version_id(v): v for v in stored.get("versions", {}).values()}
+        current = version_id(stored["version"])
+        by_version = {
+            (names.get(vid, f"#{vid & 0xFFFFFFFFFFFFFFFF:016x}") if vid is not None else None): n for vid, n in counts
+        }
+        return ColumnStatus(
+            column=column,
+            version=stored["version"],
+            rows_current=sum(n for vid, n in counts if vid == current),
+            rows_other=sum(n for vid, n in counts if vid is not None and vid != current),
+            rows_never=sum(n for vid, n in counts if vid is None),
+            by_version={k: v for k, v in by_version.items() if k is not None and k != stored["version"]},
+        )
+
+    def _udf_meta(self, column: str) -> dict[str, Any]:
         schema = self.schema
         if column not in schema.names:
             raise ColumnNotFoundError(
@@ -273,7 +322,33 @@ class Table:
             raise InvalidInputError(
                 f"column {column!r} is not computed by a UDF: add it with tbl.add_columns({{{column!r}: udf}})"
             )
-        info = json.loads(meta)
+        return json.loads(meta)
+
+    def _store_udf(self, column: str, fn: UDF, versions: dict[str, str]) -> dict[str, Any]:
+        import cloudpickle
+
+        folder = Path(self.uri) / "_geneva" / "udfs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{column}-{fn.version}.pkl"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(cloudpickle.dumps(fn))
+        tmp.replace(path)
+        # Every version the column has known, so a status can name the versions its rows came from.
+        versions = {**versions, str(fn.version_id): fn.version}
+        return {
+            "name": fn.name,
+            "version": fn.version,
+            "kind": fn.kind,
+            "inputs": fn.input_columns,
+            "path": path.name,
+            "versions": versions,
+        }
+
+    def udf_of(self, column: str) -> UDF:
+        """The UDF stored for a computed column."""
+        import cloudpickle
+
+        info = self._udf_meta(column)
         return cloudpickle.loads((Path(self.uri) / "_geneva" / "udfs" / info["path"]).read_bytes())
 
     def backfill(self, column: str, **options: Any) -> BackfillResult:
@@ -298,6 +373,45 @@ class Table:
         if not path.exists():
             raise InvalidInputError(f"no errors recorded for job {job_id!r} of table {self.name!r}")
         return _native.table_scan(str(path)).read_all()
+
+
+def _record_field(column: str) -> pa.Field:
+    return pa.field(version_record(column), pa.int64(), nullable=True, metadata={RECORD_META: column})
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnStatus:
+    """Rows of a UDF column by the UDF version that computed them (see ``Table.column_status``)."""
+
+    column: str
+    version: str  # the column's current UDF version
+    rows_current: int  # computed by it
+    rows_other: int  # computed by other versions: the next backfill recomputes them
+    rows_never: int  # never computed, or the UDF failed on them: the next backfill computes them
+    by_version: dict[str, int] = dataclasses.field(default_factory=dict)  # rows_other by version
+
+    def __repr__(self) -> str:
+        text = (
+            f"{self.column}: {self.rows_current:,} rows by the current UDF (version {self.version}), "
+            f"{self.rows_other:,} by other versions, {self.rows_never:,} never computed"
+        )
+        if self.by_version:
+            text += " (" + ", ".join(f"{v}: {n:,}" for v, n in sorted(self.by_version.items())) + ")"
+        return text
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        others = "".join(
+            f"<tr><td>&nbsp;&nbsp;version {escape(v)}</td><td>{n:,}</td></tr>"
+            for v, n in sorted(self.by_version.items())
+        )
+        return (
+            f"<table class='geneva-column-status'><tr><th>{escape(self.column)}</th><th>rows</th></tr>"
+            f"<tr><td>current UDF (version {escape(self.version)})</td><td>{self.rows_current:,}</td></tr>"
+            f"<tr><td>other versions (recomputed by the next backfill)</td><td>{self.rows_other:,}</td></tr>{others}"
+            f"<tr><td>never computed</td><td>{self.rows_never:,}</td></tr></table>"
+        )
 
 
 def did_you_mean(name: str, candidates: list[str]) -> str:

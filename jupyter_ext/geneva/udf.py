@@ -24,6 +24,8 @@ import difflib
 import functools
 import hashlib
 import inspect
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -184,6 +186,11 @@ class UDF:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
+    @property
+    def version_id(self) -> int:
+        """``version`` as the column's version record stores it."""
+        return version_id(self.version)
+
     def __getstate__(self) -> dict[str, Any]:
         # Functions from notebook cells and from the user's own modules travel by
         # value: the workers may not have those modules (installed packages
@@ -210,11 +217,7 @@ class UDF:
     def _content_hash(self) -> str:
         """Hash of the code, constants, defaults and closure values, plus the output type and inputs."""
         h = hashlib.blake2b(digest_size=8)
-        targets = [self.func]
-        if self.is_stateful:
-            targets = [v for _, v in sorted(vars(self.func).items()) if inspect.isfunction(v)]
-        for target in targets:
-            _hash_function(h, target)
+        _hash_value(h, self.func, set())
         h.update(str(self.data_type).encode())
         h.update(repr(self.input_columns).encode())
         return h.hexdigest()
@@ -328,7 +331,6 @@ def _mismatch_check(data_type: pa.DataType) -> Callable[[Any], str | None] | Non
 
 def _dumps_by_value(obj: Any) -> bytes:
     """cloudpickle ``obj``, by value if it comes from a module that is not an installed package."""
-    import sys
     import sysconfig
 
     import cloudpickle
@@ -348,22 +350,57 @@ def _dumps_by_value(obj: Any) -> bytes:
         cloudpickle.unregister_pickle_by_value(module)
 
 
-def _hash_function(h: Any, fn: Callable) -> None:
+def _is_installed(obj: Any) -> bool:
+    """Whether ``obj`` comes from an installed package or the standard library (it travels by
+    reference: its code is the cluster's own), rather than a notebook or the user's own modules."""
+    import sysconfig
+
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if module is None or module.__name__ == "__main__":
+        return False
+    path = getattr(module, "__file__", None)
+    if not path:
+        return True  # built-in modules
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    return any(path.startswith(p) for p in installed)
+
+
+def _hash_function(h: Any, fn: Callable, seen: set[int] | None = None) -> None:
+    """Everything ``fn`` computes with: its code and constants, defaults, closure values, and the
+    globals its code names (values by content; the user's own functions and classes recursively;
+    modules and installed functions by name), so that any change to what the UDF would compute
+    changes the hash, and nothing else does."""
+    seen = set() if seen is None else seen
+    if id(fn) in seen:
+        return
+    seen.add(id(fn))
     code = getattr(fn, "__code__", None)
     if code is None:
-        h.update(repr(fn).encode())
+        _hash_value(h, fn, seen)
         return
     _hash_code(h, code)
-    h.update(repr(getattr(fn, "__defaults__", None)).encode())
+    _hash_value(h, getattr(fn, "__defaults__", None), seen)
+    _hash_value(h, getattr(fn, "__kwdefaults__", None), seen)
     for cell in getattr(fn, "__closure__", None) or ():
         try:
             contents = cell.cell_contents
         except ValueError:  # empty cell
+            h.update(b"<empty cell>")
             continue
-        if inspect.isfunction(contents):
-            _hash_function(h, contents)
-        else:
-            h.update(_stable_repr(contents).encode())
+        _hash_value(h, contents, seen)
+    scope = getattr(fn, "__globals__", {})
+    for name in sorted(_global_names(code)):
+        if name in scope:
+            h.update(b"\0global " + name.encode())
+            _hash_value(h, scope[name], seen)
+
+
+def _global_names(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _global_names(const)
+    return names
 
 
 def _hash_code(h: Any, code: Any) -> None:
@@ -376,10 +413,73 @@ def _hash_code(h: Any, code: Any) -> None:
             h.update(repr(const).encode())
 
 
+def _hash_value(h: Any, value: Any, seen: set[int]) -> None:  # noqa: PLR0911, PLR0912 - one case per kind of value
+    """A value's content, in a form that is the same in every process (no addresses, no set order)."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        h.update(f"{type(value).__name__}:{value!r}".encode())
+        return
+    if isinstance(value, types.ModuleType):
+        h.update(b"module:" + value.__name__.encode())
+        return
+    if inspect.isfunction(value) or inspect.ismethod(value):
+        if _is_installed(value):
+            h.update(f"fn:{value.__module__}.{value.__qualname__}".encode())
+        else:
+            _hash_function(h, getattr(value, "__func__", value), seen)
+        return
+    if inspect.isclass(value):
+        h.update(f"class:{value.__module__}.{value.__qualname__}".encode())
+        if not _is_installed(value) and id(value) not in seen:
+            seen.add(id(value))
+            for name, member in sorted(vars(value).items()):
+                if name in ("__dict__", "__weakref__", "__module__", "__doc__", "__qualname__"):
+                    continue
+                h.update(b"\0attr " + name.encode())
+                target = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+                if isinstance(target, property):
+                    target = (target.fget, target.fset)
+                _hash_value(h, target, seen)
+        return
+    if isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__}[{len(value)}]".encode())
+        for item in value:
+            _hash_value(h, item, seen)
+        return
+    if isinstance(value, dict):
+        h.update(f"dict[{len(value)}]".encode())
+        for key, item in value.items():
+            _hash_value(h, key, seen)
+            _hash_value(h, item, seen)
+        return
+    if isinstance(value, (set, frozenset)):
+        h.update(f"set[{len(value)}]".encode())
+        for item in sorted(value, key=repr):
+            _hash_value(h, item, seen)
+        return
+    if callable(value) and (inspect.isbuiltin(value) or type(value).__name__ == "ufunc"):
+        h.update(f"builtin:{getattr(value, '__module__', '')}.{getattr(value, '__name__', repr(value))}".encode())
+        return
+    if hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "tobytes"):
+        h.update(f"array:{value.dtype}:{getattr(value, 'shape', '')}".encode())
+        h.update(value.tobytes())
+        return
+    try:
+        import pickle
+
+        h.update(b"pickle:" + pickle.dumps(value, protocol=4))
+    except Exception:
+        h.update(_stable_repr(value).encode())
+
+
 def _stable_repr(value: Any) -> str:
     text = repr(value)
     # Default reprs carry memory addresses, which change every run.
     return type(value).__qualname__ if " at 0x" in text else text
+
+
+def version_id(version: str) -> int:
+    """The Int64 a UDF version is recorded as, row by row, in the column's version record."""
+    return int.from_bytes(hashlib.blake2b(version.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def udf(func: Callable | type | None = None, /, **options: Any) -> Any:
@@ -392,3 +492,15 @@ def udf(func: Callable | type | None = None, /, **options: Any) -> Any:
         _check_options(options)
         return lambda f: UDF(f, **options)
     return UDF(func, **options)
+
+
+class _DecoratorModule(types.ModuleType):
+    """``geneva.udf`` is both this module and the decorator. Importing the module (``from geneva.udf
+    import UDF``) makes Python bind ``geneva.udf`` to it, which would hide the decorator: so the module
+    is callable, and ``@geneva.udf(...)`` works whichever of the two ``geneva.udf`` is."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return udf(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _DecoratorModule

@@ -7,7 +7,7 @@
 //! complete; a crash mid-write leaves nothing to reuse, and the rerun writes it.
 
 use super::{BackfillError, FragmentWork, Result};
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use futures::TryStreamExt;
 use lance_core::cache::LanceCache;
@@ -26,6 +26,9 @@ use std::sync::{Arc, LazyLock};
 
 pub const OFFSET_COLUMN: &str = "_offset";
 pub const VALUE_COLUMN: &str = "value";
+/// Rows whose UDF call failed (`on_error="skip"`): their value is NULL and they count as
+/// not computed, so the next backfill retries them. Stored only when some row failed.
+pub const FAILED_COLUMN: &str = "_failed";
 
 /// Where the checkpoints of one (table, column, UDF version, filter) job live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +136,8 @@ fn matching<'a>(frag: &'a FragmentWork, found: &'a [Found]) -> impl Iterator<Ite
 pub struct Checkpoint {
     pub offsets: UInt32Array,
     pub values: ArrayRef,
+    /// Which rows failed (None: none did).
+    pub failed: Option<BooleanArray>,
 }
 
 /// One registry per process: it keeps the object store of each bucket (its
@@ -147,8 +152,8 @@ fn invalid(uri: &str, message: impl Into<String>) -> BackfillError {
     BackfillError::Checkpoint { path: uri.into(), message: message.into() }
 }
 
-pub async fn write(uri: &str, offsets: &UInt32Array, values: ArrayRef) -> Result<()> {
-    if offsets.len() != values.len() {
+pub async fn write(uri: &str, offsets: &UInt32Array, values: ArrayRef, failed: Option<&BooleanArray>) -> Result<()> {
+    if offsets.len() != values.len() || failed.is_some_and(|f| f.len() != values.len()) {
         return Err(invalid(uri, format!("{} offsets but {} values", offsets.len(), values.len())));
     }
     // A run without gaps (the common case) is named by its ends: only the values are stored.
@@ -157,6 +162,10 @@ pub async fn write(uri: &str, offsets: &UInt32Array, values: ArrayRef) -> Result
     if super::gapless(offsets.values()).is_none() {
         fields.push(Field::new(OFFSET_COLUMN, DataType::UInt32, false));
         columns.push(Arc::new(offsets.clone()));
+    }
+    if let Some(failed) = failed.filter(|f| f.true_count() > 0) {
+        fields.push(Field::new(FAILED_COLUMN, DataType::Boolean, false));
+        columns.push(Arc::new(failed.clone()));
     }
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
@@ -218,7 +227,17 @@ pub async fn read(uri: &str) -> Result<Option<Checkpoint>> {
             UInt32Array::from_iter_values(found.first..=found.last)
         }
     };
-    Ok(Some(Checkpoint { offsets, values }))
+    let failed = match batch.column_by_name(FAILED_COLUMN) {
+        Some(failed) => Some(
+            failed
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .cloned()
+                .ok_or_else(|| invalid(uri, "failed is not bool"))?,
+        ),
+        None => None,
+    };
+    Ok(Some(Checkpoint { offsets, values, failed }))
 }
 
 /// Deletes checkpoints (after their fragment is committed); a missing one is not an error.

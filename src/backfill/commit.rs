@@ -1,12 +1,14 @@
 //! Commit fully checkpointed fragments: one new data file per fragment for
-//! the column (rows outside the plan keep their old values), all published
-//! in one Lance DataReplacement at the pinned version.
+//! the column and its UDF version record (rows outside the plan keep their old
+//! values and versions), all published in one Lance DataReplacement at the
+//! pinned version: the values and the record of which UDF version computed
+//! them can never disagree.
 
 use super::checkpoint::{self, Checkpoint};
 use super::{BackfillError, Result};
 use crate::table::{self, TableError};
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array, new_null_array};
-use arrow::datatypes::{Field, Schema};
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array, new_null_array};
+use arrow::datatypes::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::dataset::WriteDestination;
@@ -18,26 +20,51 @@ const CONCURRENT_READS: usize = 8;
 /// How often a commit is retried when another writer committed first.
 const COMMIT_ATTEMPTS: usize = 5;
 
+/// Which UDF version computed the committed values: its Int64 id, written to
+/// `column` (NULL for rows that failed, or were never computed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub column: String,
+    pub id: i64,
+}
+
 /// Commits `fragments` (fragment id, its checkpoint URIs, its planned offsets)
-/// of `column` at `version`; returns the new table version. Every planned
-/// offset must be held by a checkpoint.
+/// of `column` at `version`, with `stamp`'s version record when given; returns
+/// the new table version. Every planned offset must be held by a checkpoint.
 pub async fn commit_fragments(
     table_uri: &str,
     version: u64,
     column: &str,
+    stamp: Option<&Stamp>,
     fragments: &[(u64, Vec<String>, Vec<u32>)],
 ) -> Result<u64> {
-    let ds = table::open(table_uri, Some(version)).await?;
-    table::validate_columns(&ds, &[column.to_owned()])?;
-    let field = ds.schema().field(column).ok_or_else(|| TableError::Invalid(format!("no field {column}")))?;
-    let declared = lance_core::datatypes::Schema { fields: vec![field.clone()], metadata: Default::default() };
-    let arrow_field = Field::from(field);
+    let mut ds = table::open(table_uri, Some(version)).await?;
+    let mut version = version;
+    let mut names = vec![column.to_owned()];
+    names.extend(stamp.map(|s| s.column.clone()));
+    table::validate_columns(&ds, &names)?;
+    if let Some(stamp) = stamp {
+        let ids: Vec<u64> = fragments.iter().map(|f| f.0).collect();
+        if let Some(v) = record_versions_apart(&ds, column, &stamp.column, &ids).await? {
+            version = v;
+            ds = table::open(table_uri, Some(version)).await?;
+        }
+    }
+    let fields: Vec<lance_core::datatypes::Field> = names
+        .iter()
+        .map(|n| ds.schema().field(n).cloned().ok_or_else(|| TableError::Invalid(format!("no field {n}"))))
+        .collect::<std::result::Result<_, _>>()?;
+    let declared = lance_core::datatypes::Schema { fields: fields.clone(), metadata: Default::default() };
+    let arrow_fields: Vec<Field> = fields.iter().map(Field::from).collect();
+    if let Some(f) = arrow_fields.get(1).filter(|f| f.data_type() != &DataType::Int64) {
+        return Err(TableError::Invalid(format!("version record {} is {}, not Int64", f.name(), f.data_type())).into());
+    }
+    let schema = Arc::new(Schema::new(arrow_fields.clone()));
 
     let mut replacements = Vec::with_capacity(fragments.len());
     for (fragment_id, uris, planned) in fragments {
-        let column_data = fragment_column(&ds, *fragment_id, column, &arrow_field, uris, planned).await?;
-        let schema = Arc::new(Schema::new(vec![arrow_field.clone()]));
-        let batch = RecordBatch::try_new(schema, vec![column_data])?;
+        let columns = fragment_columns(&ds, *fragment_id, &arrow_fields, stamp, uris, planned).await?;
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let fragment = ds.get_fragment(*fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
             fragment: *fragment_id,
             message: format!("not in version {version}"),
@@ -47,16 +74,51 @@ pub async fn commit_fragments(
     commit_with_retry(table_uri, version, replacements).await
 }
 
+/// Lance replaces a fragment's files only when the new file's fields are all
+/// covered by its files, or none is. A fragment whose values were written
+/// before the column had a version record (an older geneva) covers the one and
+/// not the other: it first gets an all-NULL record ("version unknown", which
+/// is what it was), committed on its own; returns that commit's version.
+async fn record_versions_apart(ds: &Dataset, column: &str, record: &str, fragment_ids: &[u64]) -> Result<Option<u64>> {
+    let id_of = |name: &str| ds.schema().field(name).map(|f| f.id).unwrap_or(-1);
+    let (value_id, record_id) = (id_of(column), id_of(record));
+    let mut apart = Vec::new();
+    for fragment in ds.get_fragments() {
+        let meta = fragment.metadata();
+        let covers = |id: i32| meta.files.iter().any(|f| f.fields.contains(&id));
+        if fragment_ids.contains(&meta.id) && covers(value_id) && !covers(record_id) {
+            apart.push(fragment);
+        }
+    }
+    if apart.is_empty() {
+        return Ok(None);
+    }
+    let field = ds.schema().field(record).cloned().ok_or_else(|| TableError::Invalid(format!("no field {record}")))?;
+    let arrow_field = Field::from(&field);
+    let declared = lance_core::datatypes::Schema { fields: vec![field], metadata: Default::default() };
+    let mut replacements = Vec::with_capacity(apart.len());
+    for fragment in apart {
+        let rows = fragment.physical_rows().await?;
+        let schema = Arc::new(Schema::new(vec![arrow_field.clone()]));
+        let batch = RecordBatch::try_new(schema, vec![new_null_array(&DataType::Int64, rows)])?;
+        replacements.push(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?);
+    }
+    Ok(Some(commit_with_retry(ds.uri(), ds.version_id(), replacements).await?))
+}
+
 /// The fragment's whole column (one value per physical row): the old values,
-/// with the checkpointed offsets overwritten.
-async fn fragment_column(
+/// with the checkpointed offsets overwritten; and with `stamp`, its version
+/// record likewise (the stamp's id for computed rows, NULL for failed ones).
+async fn fragment_columns(
     ds: &Dataset,
     fragment_id: u64,
-    column: &str,
-    field: &Field,
+    fields: &[Field],
+    stamp: Option<&Stamp>,
     uris: &[String],
     planned: &[u32],
-) -> Result<ArrayRef> {
+) -> Result<Vec<ArrayRef>> {
+    let field = &fields[0];
+    let column = field.name().as_str();
     let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
         fragment: fragment_id,
         message: "not in the pinned version".into(),
@@ -83,46 +145,63 @@ async fn fragment_column(
         }
         checkpoints.push(cp);
     }
+    // A checkpoint's version record: the stamp, NULL where the UDF failed.
+    let stamped = |cp: &Checkpoint, id: i64| -> ArrayRef {
+        Arc::new(match &cp.failed {
+            None => Int64Array::from_value(id, cp.values.len()),
+            Some(failed) => failed.iter().map(|f| (f != Some(true)).then_some(id)).collect(),
+        })
+    };
 
     // Every row planned and the checkpoints tile the fragment in order (the
     // usual first run): the column is their values end to end.
     checkpoints.sort_by_key(|c| c.offsets.values().first().copied());
     if planned.len() == physical_rows && tiles(&checkpoints, physical_rows) {
         let values: Vec<&dyn Array> = checkpoints.iter().map(|c| c.values.as_ref()).collect();
-        return Ok(arrow::compute::concat(&values)?);
+        let mut out = vec![arrow::compute::concat(&values)?];
+        if let Some(stamp) = stamp {
+            let records: Vec<ArrayRef> = checkpoints.iter().map(|c| stamped(c, stamp.id)).collect();
+            out.push(arrow::compute::concat(&records.iter().map(|a| a.as_ref()).collect::<Vec<_>>())?);
+        }
+        return Ok(out);
     }
 
-    // Old values of live rows, with their offsets (deleted rows stay null);
-    // not needed when every row was planned (and so is in a checkpoint).
+    // Old values (and version records) of live rows, with their offsets (deleted
+    // rows stay null); not needed when every row was planned (and so is in a checkpoint).
+    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
     let old: Vec<RecordBatch> = if planned.len() == physical_rows {
         Vec::new()
     } else {
         let mut scanner = fragment.scan();
-        scanner.project(&[column])?;
+        scanner.project(&names)?;
         scanner.with_row_address();
         scanner.try_into_stream().await?.try_collect().await?
     };
 
-    // Source 0 is one null; then the old batches; then the checkpoints.
-    let nulls = new_null_array(field.data_type(), 1);
-    let mut sources: Vec<ArrayRef> = vec![nulls];
+    // Per output column, source 0 is one null; then the old batches; then the checkpoints.
+    let mut sources: Vec<Vec<ArrayRef>> = fields.iter().map(|f| vec![new_null_array(f.data_type(), 1)]).collect();
     let mut picks: Vec<(usize, usize)> = vec![(0, 0); physical_rows];
     for batch in &old {
-        let source = sources.len();
-        let values =
-            batch.column_by_name(column).cloned().ok_or_else(|| TableError::Invalid("scan lost the column".into()))?;
+        let source = sources[0].len();
+        for (name, out) in names.iter().zip(sources.iter_mut()) {
+            let values =
+                batch.column_by_name(name).cloned().ok_or_else(|| TableError::Invalid("scan lost a column".into()))?;
+            out.push(values);
+        }
         let addrs = batch
             .column_by_name(lance_core::ROW_ADDR)
             .and_then(|c| c.as_any().downcast_ref::<UInt64Array>().cloned())
             .ok_or_else(|| TableError::Invalid("scan returned no row addresses".into()))?;
-        sources.push(values);
         for (i, addr) in addrs.values().iter().enumerate() {
             picks[(*addr as u32) as usize] = (source, i);
         }
     }
     for cp in &checkpoints {
-        let source = sources.len();
-        sources.push(cp.values.clone());
+        let source = sources[0].len();
+        sources[0].push(cp.values.clone());
+        if let Some(stamp) = stamp {
+            sources[1].push(stamped(cp, stamp.id));
+        }
         for (i, offset) in cp.offsets.values().iter().enumerate() {
             let slot = picks.get_mut(*offset as usize).ok_or_else(|| BackfillError::Fragment {
                 fragment: fragment_id,
@@ -131,15 +210,20 @@ async fn fragment_column(
             *slot = (source, i);
         }
     }
-    let first_checkpoint = sources.len() - checkpoints.len();
+    let first_checkpoint = sources[0].len() - checkpoints.len();
     if let Some(missing) = planned.iter().find(|o| picks.get(**o as usize).is_none_or(|p| p.0 < first_checkpoint)) {
         return Err(BackfillError::Fragment {
             fragment: fragment_id,
             message: format!("not fully checkpointed: no checkpoint holds the row at offset {missing}"),
         });
     }
-    let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
-    Ok(arrow::compute::interleave(&refs, &picks)?)
+    sources
+        .iter()
+        .map(|arrays| {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            Ok(arrow::compute::interleave(&refs, &picks)?)
+        })
+        .collect()
 }
 
 /// Whether the checkpoints (sorted by first offset) hold offsets 0..rows, each once, in order.

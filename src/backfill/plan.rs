@@ -2,7 +2,7 @@
 
 use super::Result;
 use crate::table::{self, TableError};
-use arrow::array::{Array, UInt64Array};
+use arrow::array::{Array, Int64Array, UInt64Array};
 use futures::TryStreamExt;
 use lance::Dataset;
 use std::collections::BTreeMap;
@@ -24,6 +24,9 @@ pub struct Plan {
     pub fragments: Vec<FragmentWork>,
     /// Rows in the table at `version` (deleted rows excluded).
     pub table_rows: u64,
+    /// Planned rows by the UDF version that computed their current value (the
+    /// `count_by` column of `plan`; None: never computed, or failed). Empty without `count_by`.
+    pub by_version: BTreeMap<Option<i64>, u64>,
 }
 
 impl Plan {
@@ -33,18 +36,24 @@ impl Plan {
 }
 
 /// Plans at the dataset's checked-out version. `filter` is the complete row
-/// filter (the caller adds "target IS NULL" when the user gave no `where`);
-/// `input_columns` are the UDF's inputs. `null_target`: the filter is exactly
-/// "`null_target` IS NULL", so a fragment without a data file for that column
+/// filter; `input_columns` are the UDF's inputs. `null_target`: the filter
+/// selects every row where `null_target` is NULL (and no `where` narrows it), so
+/// a fragment without a data file for that column
 /// (declared after the fragment was written, never filled) and without
 /// deleted rows needs every row, and is planned without a scan.
+/// `count_by`: an Int64 column (the UDF version record) whose values the
+/// planned rows are counted by (`Plan::by_version`).
 pub async fn plan(
     ds: &Dataset,
     filter: Option<&str>,
     input_columns: &[String],
     null_target: Option<&str>,
+    count_by: Option<&str>,
 ) -> Result<Plan> {
     table::validate_columns(ds, input_columns)?;
+    if let Some(column) = count_by {
+        table::validate_columns(ds, &[column.to_owned()])?;
+    }
     let input_ids: Vec<i32> = input_columns.iter().filter_map(|c| ds.schema().field(c)).map(|f| f.id).collect();
     let target_ids: Option<Vec<i32>> = null_target.and_then(|c| ds.schema().field(c)).map(|f| {
         let mut ids = vec![f.id];
@@ -55,6 +64,7 @@ pub async fn plan(
         table::validate_filter(ds, f).await?;
     }
     let mut by_fragment: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    let mut by_version: BTreeMap<Option<i64>, u64> = BTreeMap::new();
     let mut to_scan = Vec::new();
     for frag in ds.get_fragments() {
         let meta = frag.metadata();
@@ -64,6 +74,9 @@ pub async fn plan(
         match meta.physical_rows {
             Some(rows) if never_filled => {
                 by_fragment.insert(meta.id, (0..rows as u32).collect());
+                if count_by.is_some() {
+                    *by_version.entry(None).or_default() += rows as u64;
+                }
             }
             _ => to_scan.push(meta.clone()),
         }
@@ -71,7 +84,8 @@ pub async fn plan(
     if !to_scan.is_empty() {
         let mut scanner = ds.scan();
         scanner.with_fragments(to_scan);
-        scanner.project::<&str>(&[]).map_err(TableError::Lance)?;
+        let projection: Vec<&str> = count_by.into_iter().collect();
+        scanner.project(&projection).map_err(TableError::Lance)?;
         scanner.with_row_address();
         if let Some(f) = filter {
             scanner.filter(f).map_err(TableError::Lance)?;
@@ -87,6 +101,15 @@ pub async fn plan(
                 .ok_or_else(|| TableError::Invalid("row addresses are not u64".into()))?;
             for addr in addrs.values().iter() {
                 by_fragment.entry(addr >> 32).or_default().push(*addr as u32);
+            }
+            if let Some(name) = count_by {
+                let versions = batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                    .ok_or_else(|| TableError::Invalid(format!("column {name} is not an Int64 version record")))?;
+                for version in versions.iter() {
+                    *by_version.entry(version).or_default() += 1;
+                }
             }
         }
     }
@@ -111,5 +134,5 @@ pub async fn plan(
         fragments.push(FragmentWork { fragment_id: meta.id, physical_rows, offsets, input_digest });
     }
     let table_rows = ds.count_rows(None).await? as u64;
-    Ok(Plan { version: ds.version_id(), fragments, table_rows })
+    Ok(Plan { version: ds.version_id(), fragments, table_rows, by_version })
 }

@@ -3,9 +3,9 @@
 use super::block_on;
 use super::errors::backfill_error;
 use crate::backfill::checkpoint::{self, Found};
-use crate::backfill::{self, CheckpointStore, Plan, read};
+use crate::backfill::{self, CheckpointStore, Plan, Stamp, read};
 use crate::table;
-use arrow::array::{Array, ArrayData, UInt32Array, make_array};
+use arrow::array::{Array, ArrayData, BooleanArray, UInt32Array, make_array};
 use arrow::record_batch::RecordBatch;
 use arrow_pyarrow::PyArrowType;
 use pyo3::prelude::*;
@@ -45,6 +45,12 @@ impl BackfillPlan {
         self.plan.table_rows
     }
 
+    /// Planned rows by the UDF version id that computed their value (None: never
+    /// computed, or failed): [(id, rows)].
+    fn by_version(&self) -> Vec<(Option<i64>, u64)> {
+        self.plan.by_version.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     #[getter]
     fn checkpoint_root(&self) -> String {
         self.store.root.clone()
@@ -53,13 +59,6 @@ impl BackfillPlan {
     /// (fragment id, rows with work, input digest) per fragment with work, ascending.
     fn fragments(&self) -> Vec<(u64, usize, String)> {
         self.plan.fragments.iter().map(|f| (f.fragment_id, f.offsets.len(), f.input_digest.clone())).collect()
-    }
-
-    /// Drops fragments from the plan (e.g. already committed for this job key).
-    fn without_fragments(&self, fragment_ids: Vec<u64>) -> BackfillPlan {
-        let mut plan = self.plan.clone();
-        plan.fragments.retain(|f| !fragment_ids.contains(&f.fragment_id));
-        BackfillPlan { uri: self.uri.clone(), plan, store: self.store.clone() }
     }
 
     /// Work split for Ray: one dict per task with `fragment_id`, `offsets`
@@ -103,8 +102,16 @@ impl BackfillPlan {
     }
 
     /// Commits whole fragments of `column` from their checkpoints (every planned
-    /// row must be held by one) as one DataReplacement; returns the new version.
-    fn commit(&self, py: Python<'_>, column: String, fragment_ids: Vec<u64>) -> PyResult<u64> {
+    /// row must be held by one) as one DataReplacement, with the UDF version
+    /// record `stamp` = (record column, version id) in the same files; returns the new version.
+    #[pyo3(signature = (column, fragment_ids, stamp=None))]
+    fn commit(
+        &self,
+        py: Python<'_>,
+        column: String,
+        fragment_ids: Vec<u64>,
+        stamp: Option<(String, i64)>,
+    ) -> PyResult<u64> {
         let found = self.listed(py)?;
         let groups: Vec<(u64, Vec<String>, Vec<u32>)> = self
             .plan
@@ -114,7 +121,12 @@ impl BackfillPlan {
             .map(|f| (f.fragment_id, backfill::checkpoints_of(f, &found), f.offsets.clone()))
             .collect();
         let (uri, version) = (self.uri.clone(), self.plan.version);
-        block_on(py, async move { backfill::commit_fragments(&uri, version, &column, &groups).await }, backfill_error)
+        let stamp = stamp.map(|(column, id)| Stamp { column, id });
+        block_on(
+            py,
+            async move { backfill::commit_fragments(&uri, version, &column, stamp.as_ref(), &groups).await },
+            backfill_error,
+        )
     }
 
     /// Deletes the checkpoints of `fragment_ids` (after they are committed).
@@ -125,10 +137,15 @@ impl BackfillPlan {
     }
 }
 
-/// Plans a backfill of `column` at the table's latest version; `filter` is the full row
-/// filter; `only_null`: it is exactly "`column` IS NULL" (rows never computed).
+/// Plans a backfill of `column` at the table's latest version: the rows `filter` (the user's
+/// `where`, validated on its own so its errors name only what the user wrote) selects among
+/// those `stale` selects (the rows the current UDF version did not compute). `null_target`: a
+/// column such that `stale` selects every row where it is NULL, so without `filter` a fragment
+/// that never had it filled is planned whole, without a scan; `count_by`: the UDF version
+/// record to count the planned rows by.
 #[pyfunction]
-#[pyo3(signature = (uri, column, job_key, input_columns, filter=None, only_null=false))]
+#[pyo3(signature = (uri, column, job_key, input_columns, filter=None, stale=None, null_target=None, count_by=None))]
+#[allow(clippy::too_many_arguments)]
 fn plan_backfill(
     py: Python<'_>,
     uri: String,
@@ -136,7 +153,9 @@ fn plan_backfill(
     job_key: String,
     input_columns: Vec<String>,
     filter: Option<String>,
-    only_null: bool,
+    stale: Option<String>,
+    null_target: Option<String>,
+    count_by: Option<String>,
 ) -> PyResult<BackfillPlan> {
     let store = CheckpointStore::new(&uri, &column, &job_key);
     let table_uri = uri.clone();
@@ -145,8 +164,15 @@ fn plan_backfill(
         async move {
             let ds = table::open(&uri, None).await?;
             table::validate_columns(&ds, std::slice::from_ref(&column))?;
-            let null_target = only_null.then_some(column.as_str());
-            backfill::plan(&ds, filter.as_deref(), &input_columns, null_target).await
+            if let Some(f) = &filter {
+                table::validate_filter(&ds, f).await?;
+            }
+            let null_target = null_target.filter(|_| filter.is_none());
+            let combined = match (filter, stale) {
+                (Some(f), Some(s)) => Some(format!("({f}) AND ({s})")),
+                (f, s) => f.or(s),
+            };
+            backfill::plan(&ds, combined.as_deref(), &input_columns, null_target.as_deref(), count_by.as_deref()).await
         },
         backfill_error,
     )?;
@@ -237,8 +263,10 @@ fn read_runs(
 }
 
 /// Stores the values of a run of rows (physical `offsets` of one fragment) as
-/// one checkpoint under `root`; returns its URI.
+/// one checkpoint under `root`; `failed` (bool per row) marks rows whose UDF call
+/// failed (their value is NULL and they stay to be computed); returns its URI.
 #[pyfunction]
+#[pyo3(signature = (root, fragment_id, input_digest, offsets, values, failed=None))]
 fn checkpoint_write(
     py: Python<'_>,
     root: String,
@@ -246,14 +274,25 @@ fn checkpoint_write(
     input_digest: String,
     offsets: PyArrowType<ArrayData>,
     values: PyArrowType<ArrayData>,
+    failed: Option<PyArrowType<ArrayData>>,
 ) -> PyResult<String> {
     let offsets = offsets_of(offsets)?;
     let values = make_array(values.0);
+    let failed = match failed {
+        None => None,
+        Some(data) => Some(
+            make_array(data.0)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .cloned()
+                .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("failed must be a pyarrow bool array"))?,
+        ),
+    };
     let uri = CheckpointStore { root }.uri(fragment_id, &input_digest, offsets.values());
     block_on(
         py,
         async move {
-            checkpoint::write(&uri, &offsets, values).await?;
+            checkpoint::write(&uri, &offsets, values, failed.as_ref()).await?;
             Ok::<_, backfill::BackfillError>(uri)
         },
         backfill_error,

@@ -95,7 +95,21 @@ fn table_update_field_metadata(
     block_on(py, async move { table::update_field_metadata(&uri, &column, values).await }, table_error)
 }
 
+/// Rows by the value of an Int64 version-record column: [(version id or None, rows)], ascending.
+#[pyfunction]
+fn table_count_by(py: Python<'_>, uri: String, column: String) -> PyResult<Vec<(Option<i64>, u64)>> {
+    block_on(
+        py,
+        async move {
+            let ds = table::open(&uri, None).await?;
+            Ok::<_, table::TableError>(table::count_by(&ds, &column).await?.into_iter().collect())
+        },
+        table_error,
+    )
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(table_count_by, m)?)?;
     m.add_function(wrap_pyfunction!(table_create, m)?)?;
     m.add_function(wrap_pyfunction!(table_append, m)?)?;
     m.add_function(wrap_pyfunction!(table_info, m)?)?;

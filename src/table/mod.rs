@@ -175,3 +175,23 @@ pub async fn update_field_metadata(uri: &str, column: &str, values: HashMap<Stri
     ds.update_field_metadata().update(column, values).map_err(TableError::Lance)?.await.map_err(TableError::Lance)?;
     Ok(ds.version_id())
 }
+
+/// Rows by the value of the Int64 `column` (a UDF version record; None: NULL), deleted rows excluded.
+pub async fn count_by(ds: &Dataset, column: &str) -> Result<std::collections::BTreeMap<Option<i64>, u64>> {
+    validate_columns(ds, &[column.to_owned()])?;
+    let mut scanner = ds.scan();
+    scanner.project(&[column]).map_err(TableError::Lance)?;
+    let mut stream = scanner.try_into_stream().await.map_err(TableError::Lance)?;
+    let mut counts = std::collections::BTreeMap::new();
+    while let Some(batch) = stream.try_next().await.map_err(TableError::Lance)? {
+        let values = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .ok_or_else(|| TableError::Invalid(format!("column {column} is not an Int64 version record")))?;
+        for value in values.iter() {
+            *counts.entry(value).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}

@@ -268,7 +268,7 @@ def test_changed_udf_recomputes_every_row(db, capsys) -> None:
     tbl.add_columns({"score": score})
     result = tbl.backfill("score")
     assert result.rows_processed == 100
-    assert "recomputing every row" in capsys.readouterr().out
+    assert "recomputing 100 row(s) computed by other versions" in capsys.readouterr().out
     assert tbl.to_arrow()["score"].to_pylist() == [i * 10 for i in range(100)]
 
 
@@ -573,3 +573,32 @@ def test_rows_deleted_before_the_backfill_are_not_computed(db) -> None:
     theirs = lance.dataset(tbl.uri).to_table(columns=["id", "doubled"]).to_pylist()
     assert [r["id"] for r in theirs] == live and [r["doubled"] for r in theirs] == [i * 2 for i in live]
     assert tbl.backfill("doubled").rows_processed == 0
+
+
+def test_a_cancelled_skip_job_keeps_the_errors_of_the_rows_it_committed(db) -> None:
+    tbl = db.create_table("t", make_rows(100))
+    for k in range(1, 4):
+        tbl.add(make_rows(100, start=100 * k))  # four fragments, committed one by one
+
+    @geneva.udf(data_type=pa.int64())
+    def picky_slow(id: int) -> int:
+        time.sleep(0.01)
+        if id % 10 == 0:
+            raise KeyError(id)
+        return id
+
+    tbl.add_columns({"ps": picky_slow})
+    job = tbl.backfill_async("ps", on_error="skip", concurrency=1, checkpoint_size=50)
+    deadline = time.monotonic() + 120
+    while job.progress().fragments_committed < 1 and not job.done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job.cancel()
+    with pytest.raises(BackfillCancelled):
+        job.result(timeout=60)
+    committed = job.progress().fragments_committed
+    assert 1 <= committed < 4
+    errors = tbl.backfill_errors(job.job_id)
+    assert errors.num_rows == 10 * committed  # every failed row of every committed fragment
+    values = dict(zip(tbl.to_arrow()["id"].to_pylist(), tbl.to_arrow()["ps"].to_pylist(), strict=True))
+    failed_ids = [int(e.split("KeyError: ")[1]) for e in errors["error"].to_pylist()]
+    assert all(values[i] is None for i in failed_ids)

@@ -117,12 +117,27 @@ def test_backfill_magic_by_variable_and_by_name(gip, tmp_path, ray_local):
     job = gip.run_line_magic("backfill", "tbl y --async")
     assert job.result(timeout=60).rows_processed == 0
 
+    # An edited UDF: %backfill says what it recomputes, and why, before it starts.
+    @geneva.udf(data_type=pa.int64())
+    def plus_two(x: int) -> int:
+        return x + 2
+
+    tbl.add_columns({"y": plus_two})
+    with capture_output() as out:
+        result = gip.run_line_magic("backfill", "tbl y --where 'x < 10'")
+    assert result.rows_processed == 10
+    text = out.stdout
+    assert "recomputing 10 row(s) computed by other versions" in text
+    assert "90 row(s) outside the filter keep values of other UDF versions" in text
+    assert text.index("recomputing") < text.index("100.0%")
+
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
         ("tbll y", r"no variable or table named 'tbll'.*did you mean 'tbl'"),
-        ("tbl z", r"no UDF column 'z'|'z'"),
+        ("tbl z", r"^table 'tbl' has no column 'z'$"),
+        ("tbl x", r"^column 'x' is not computed by a UDF: add it with tbl\.add_columns\(\{'x': udf\}\)$"),
         ("tbl y --where 'xx > 1'", r'unknown column "xx"; did you mean "x"'),
         ("tbl y --on-error maybe", r"invalid choice: 'maybe'"),
         ("tbl y --concurrency 0", r"concurrency"),
@@ -143,7 +158,7 @@ def test_backfill_input_mistakes(gip, tmp_path, line, message):
 def test_magics_have_real_help_and_traitlets(gip):
     with capture_output() as out:
         gip.run_cell("%backfill?")
-    assert "--where SQL" in out.stdout or "--where" in gip.find_line_magic("backfill").__doc__
+    assert "--where SQL" in out.stdout and "--on-error {fail,skip}" in out.stdout
     from geneva.magics import GenevaMagics
 
     magics = gip.magics_manager.registry["GenevaMagics"]
