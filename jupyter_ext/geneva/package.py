@@ -96,6 +96,9 @@ def check(target: str, site_packages: list[str | Path] | None = None) -> Verdict
 
 
 DEFAULT_SHARD_BYTES = 128 << 20
+# A workspace over these caps is refused: a home folder or a data folder picked as the workspace by mistake.
+WORKSPACE_MAX_FILES = 20_000
+WORKSPACE_MAX_BYTES = 1 << 30
 
 
 # What a cluster running geneva has by construction: never shipped over its own copies.
@@ -138,6 +141,8 @@ def pack(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     max_total_bytes: int | None = None,
     provided: list[str] | None = None,
+    workspace_max_files: int = WORKSPACE_MAX_FILES,
+    workspace_max_bytes: int = WORKSPACE_MAX_BYTES,
 ) -> dict:
     """Zip the environment into content-addressed layers and upload what is new.
 
@@ -155,7 +160,13 @@ def pack(
     if upload is not None:
         upload = str(upload)
     request = _request(workspace, site_packages, skip_site_packages, target, provided)
-    request.update(upload_dir=upload, shard_bytes=shard_bytes, max_total_bytes=max_total_bytes)
+    request.update(
+        upload_dir=upload,
+        shard_bytes=shard_bytes,
+        max_total_bytes=max_total_bytes,
+        workspace_max_files=workspace_max_files,
+        workspace_max_bytes=workspace_max_bytes,
+    )
     return json.loads(_native.pack_environment(json.dumps(request)))
 
 
@@ -293,7 +304,7 @@ class PackPlan:
         if self.manifest["pins"]:
             lines.append("  pins: " + ", ".join(self.manifest["pins"]))
         if self.manifest["secrets_left_out"]:
-            lines.append("  left out (secrets): " + ", ".join(self.manifest["secrets_left_out"]))
+            lines.append("  left out (secrets): " + secrets_line(self.manifest["secrets_left_out"]))
         if self.verdicts is not None:
             lines.append(repr(self.verdicts))
         return "\n".join(lines)
@@ -307,7 +318,7 @@ class PackPlan:
         if self.manifest["pins"]:
             extra += f"<p>pins: {escape(', '.join(self.manifest['pins']))}</p>"
         if self.manifest["secrets_left_out"]:
-            extra += f"<p>left out (secrets): {escape(', '.join(self.manifest['secrets_left_out']))}</p>"
+            extra += f"<p>left out (secrets): {escape(secrets_line(self.manifest['secrets_left_out']))}</p>"
         return (
             f"<div class='geneva-plan'><p>environment {escape(self.manifest['digest'])}</p>"
             f"<table><tr><th>layer</th><th>files</th><th>size</th><th>shards</th></tr>{rows}</table>{extra}"
@@ -322,6 +333,8 @@ def plan(
     workspace: list[tuple[str, Path]] | None = None,
     site_packages: list[str | Path] | None = None,
     provided: list[str] | None = None,
+    workspace_max_files: int = WORKSPACE_MAX_FILES,
+    workspace_max_bytes: int = WORKSPACE_MAX_BYTES,
 ) -> PackPlan:
     """Preview of entering a cluster of platform ``target``: verdicts and the layers that would ship.
 
@@ -331,9 +344,16 @@ def plan(
     if verdicts is not None and verdicts.blocked():
         return PackPlan(verdicts, {"digest": "-", "layers": [], "pins": verdicts.pins(), "secrets_left_out": []})
     request = _request(workspace, site_packages, skip_site_packages, target, provided)
-    request["build"] = False  # scan and hash only: no zips, no upload
+    request.update(build=False, workspace_max_files=workspace_max_files, workspace_max_bytes=workspace_max_bytes)
     manifest = json.loads(_native.pack_environment(json.dumps(request)))
     return PackPlan(verdicts, manifest)
+
+
+def secrets_line(secrets: list[str], first: int = 8) -> str:
+    """``3 left out: workspace/.ssh/, workspace/.npmrc, ...``: the count and the first names."""
+    shown = ", ".join(secrets[:first])
+    more = f", and {len(secrets) - first} more" if len(secrets) > first else ""
+    return f"{len(secrets)}: {shown}{more}"
 
 
 def human_bytes(size: int) -> str:

@@ -9,18 +9,51 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Files that must never leave the machine, by name.
-const SECRET_NAMES: [&str; 8] = [
-    ".env",
+/// Files that must never leave the machine, by name (workspace layers).
+const SECRET_NAMES: [&str; 15] = [
     ".netrc",
     ".git-credentials",
     ".pgpass",
-    "credentials",
-    "application_default_credentials.json",
     ".pypirc",
-    "id_rsa",
+    ".npmrc",
+    ".boto",
+    ".s3cfg",
+    ".dockercfg",
+    ".htpasswd",
+    "credentials",
+    "credentials.db",
+    "access_tokens.db",
+    "application_default_credentials.json",
+    "service-account.json",
+    ".vault-token",
 ];
-const SECRET_SUFFIXES: [&str; 3] = [".pem", ".key", ".p12"];
+const SECRET_SUFFIXES: [&str; 9] = [".pem", ".key", ".p12", ".pfx", ".jks", ".keystore", ".kdbx", ".ppk", ".gpg"];
+/// SSH private keys (their `.pub` halves are not secret).
+const SSH_KEYS: [&str; 4] = ["id_rsa", "id_dsa", "id_ecdsa", "id_ed25519"];
+/// Folders whose contents never leave the machine (credentials, tokens, shell and tool state,
+/// caches), matched at the end of a folder's path inside a workspace layer: a workspace that
+/// is (or holds) a home folder keeps them home.
+const SECRET_DIRS: [&str; 15] = [
+    ".ssh",
+    ".aws",
+    ".kube",
+    ".docker",
+    ".gnupg",
+    ".ray",
+    ".azure",
+    ".config/gcloud",
+    ".config/gh",
+    ".local/share/jupyter/runtime",
+    ".jupyter/runtime",
+    ".cache",
+    ".password-store",
+    ".terraform.d",
+    ".minikube",
+];
+/// A PEM private key (RSA, EC, OpenSSH, PKCS#8, encrypted) or a PGP secret key, whatever the file's name.
+const PRIVATE_KEY_MARKERS: [&[u8]; 2] = [b"PRIVATE KEY-----", b"PRIVATE KEY BLOCK-----"];
+const HEAD_BYTES: usize = 80;
+
 /// Folders never worth shipping.
 const SKIPPED_DIRS: [&str; 6] =
     [".git", "__pycache__", ".ipynb_checkpoints", "node_modules", ".mypy_cache", ".pytest_cache"];
@@ -54,24 +87,78 @@ pub struct LayerScan {
 pub struct LayerOptions {
     /// Honour .gitignore / .ignore files (the workspace; not site-packages).
     pub gitignore: bool,
+    /// Leave out secrets, by name, by folder and by content (the workspace; installed
+    /// distributions ship whole, as their RECORD lists them: certifi's cacert.pem is no secret).
+    pub secrets: bool,
     pub warn_bytes: u64,
     /// Files or folders (relative, `/`-separated) to leave out, e.g. pinned distributions' files.
     pub exclude: Vec<String>,
+    /// Refuse a layer with more files, or bytes, than this (a home folder or a data lake
+    /// picked as the workspace by mistake).
+    pub max_files: Option<usize>,
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for LayerOptions {
     fn default() -> Self {
-        Self { gitignore: true, warn_bytes: 10 << 20, exclude: Vec::new() }
+        Self {
+            gitignore: true,
+            secrets: true,
+            warn_bytes: 10 << 20,
+            exclude: Vec::new(),
+            max_files: None,
+            max_bytes: None,
+        }
     }
 }
 
+/// A file that never ships, by its name.
 pub fn is_secret(name: &str) -> bool {
+    let ssh_key = SSH_KEYS.iter().any(|k| name.starts_with(k)) && !name.ends_with(".pub");
     SECRET_NAMES.contains(&name)
-        || name.starts_with(".env.")
-        || name.starts_with("id_rsa")
-        || name.starts_with("id_ed25519")
-        || name.starts_with("id_ecdsa")
+        || ssh_key
+        || name.starts_with(".env")
+        || name.ends_with("history")
+        || (name.starts_with("kernel-") && name.ends_with(".json"))
         || SECRET_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// A file that never ships, by its path inside the layer (`/`-separated): a secret name, or a
+/// token file of a tool (`token`, `auth_token` under a hidden folder, e.g. `.huggingface/token`).
+pub fn is_secret_path(path: &str) -> bool {
+    let (folder, name) = path.rsplit_once('/').unwrap_or(("", path));
+    is_secret(name)
+        || (matches!(name, "token" | "auth_token" | "api_key" | "hosts.yml")
+            && folder.split('/').any(|part| part.starts_with('.')))
+}
+
+/// A folder whose contents never ship, by its path inside the layer (`/`-separated).
+pub fn is_secret_dir(path: &str) -> bool {
+    let ends_with = |suffix: &str| path == suffix || path.ends_with(&format!("/{suffix}"));
+    if SECRET_DIRS.iter().any(|d| ends_with(d)) {
+        return true;
+    }
+    // IPython's per-profile security folder (kernel connection files: HMAC keys).
+    let parts: Vec<&str> = path.rsplit('/').take(3).collect();
+    matches!(parts.as_slice(), ["security", profile, ".ipython"] if profile.starts_with("profile_"))
+}
+
+/// Whether the file begins like a private key (read: its first bytes only).
+fn holds_private_key(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; HEAD_BYTES];
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    let head = &head[..filled];
+    let start = head.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(head.len());
+    head[start..].starts_with(b"-----BEGIN ")
+        && PRIVATE_KEY_MARKERS.iter().any(|m| head.windows(m.len()).any(|w| w == *m))
 }
 
 pub(crate) fn skipped_name(name: &str) -> bool {
@@ -81,6 +168,13 @@ pub(crate) fn skipped_name(name: &str) -> bool {
 fn skipped_dir(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     skipped_name(name) || path.join("pyvenv.cfg").is_file() // a virtualenv
+}
+
+/// A walked file after its hash (or its first bytes) was looked at: it ships (with whether it
+/// was read now), or it holds a private key.
+enum Scanned {
+    Ships(LayerFile, bool),
+    Secret(String),
 }
 
 /// Called with each folder before a walk lists it (`watch` watches it there).
@@ -96,11 +190,11 @@ struct Walked {
 }
 
 /// Which files of a folder listing ship (`None`: left out) or are secrets.
-fn classify(name: &str, path: &str, is_excluded: &dyn Fn(&str) -> bool) -> Option<bool> {
+fn classify(name: &str, path: &str, is_excluded: &dyn Fn(&str) -> bool, secrets: bool) -> Option<bool> {
     if name.ends_with(".pyc") || is_excluded(path) {
         return None;
     }
-    Some(is_secret(name))
+    Some(secrets && is_secret_path(path))
 }
 
 /// Lists and hashes the files under `root` that ship, calling `before_listing` with each
@@ -130,23 +224,41 @@ pub fn scan_with(
             && (excludes.contains(path) || path.match_indices('/').any(|(i, _)| excludes.contains(&path[..i])))
     };
     let walked = if options.gitignore {
-        walk_ignoring(root, &is_excluded, before_listing)?
+        walk_ignoring(root, &is_excluded, before_listing, options.secrets)?
     } else {
-        walk_plain(root, &is_excluded, &*before_listing)?
+        walk_plain(root, &is_excluded, &*before_listing, options.secrets)?
     };
-    let mut secrets_left_out = walked.secrets;
-    secrets_left_out.sort();
-    let mut scan = LayerScan { secrets_left_out, ..Default::default() };
     let mut candidates = walked.files;
+    let bytes: u64 = candidates.iter().map(|(_, _, meta)| meta.len()).sum();
+    let over_files = options.max_files.filter(|cap| candidates.len() > *cap);
+    let over_bytes = options.max_bytes.filter(|cap| bytes > *cap);
+    if over_files.is_some() || over_bytes.is_some() {
+        return Err(PackageError::WorkspaceTooBig {
+            root: root.display().to_string(),
+            files: candidates.len(),
+            bytes: super::pack::human(bytes),
+            cap: match (over_files, over_bytes) {
+                (Some(files), _) => format!("{files} files"),
+                (None, Some(cap)) => super::pack::human(cap),
+                (None, None) => unreachable!(),
+            },
+        });
+    }
+    let mut secrets_left_out = walked.secrets;
     candidates.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
     // Moved, not cloned: on a warm run of a 30k-file env the copies and their frees were
-    // as costly as the cache lookups.
-    let hashed: Vec<Result<(LayerFile, bool), PackageError>> = candidates
+    // as costly as the cache lookups. A file the stat cache does not vouch for (new or
+    // changed) is checked for a private key by its first bytes; a secret never enters the cache.
+    let hashed: Vec<Result<Scanned, PackageError>> = candidates
         .into_par_iter()
         .map(|(path, abs, meta)| {
             let key = StatKey::of(&meta);
-            let (hash, fresh) = match cache.get(&abs, &key) {
+            let known = cache.get(&abs, &key);
+            if known.is_none() && options.secrets && holds_private_key(&abs) {
+                return Ok(Scanned::Secret(path));
+            }
+            let (hash, fresh) = match known {
                 Some(h) => (Some(h), false),
                 None if defer_new && !cache.knows(&abs) => (None, true),
                 None => {
@@ -156,12 +268,19 @@ pub fn scan_with(
             };
             use std::os::unix::fs::PermissionsExt;
             let executable = meta.permissions().mode() & 0o111 != 0;
-            Ok((LayerFile { path, abs, size: meta.len(), executable, hash, stat: key }, fresh))
+            Ok(Scanned::Ships(LayerFile { path, abs, size: meta.len(), executable, hash, stat: key }, fresh))
         })
         .collect();
+    let mut scan = LayerScan::default();
     scan.files.reserve(hashed.len());
     for result in hashed {
-        let (file, fresh) = result?;
+        let (file, fresh) = match result? {
+            Scanned::Ships(file, fresh) => (file, fresh),
+            Scanned::Secret(secret) => {
+                secrets_left_out.push(secret);
+                continue;
+            }
+        };
         if fresh {
             scan.bytes_hashed += file.size;
             if let Some(hash) = file.hash {
@@ -174,6 +293,8 @@ pub fn scan_with(
         scan.bytes += file.size;
         scan.files.push(file);
     }
+    secrets_left_out.sort();
+    scan.secrets_left_out = secrets_left_out;
     Ok(scan)
 }
 
@@ -183,7 +304,10 @@ fn walk_ignoring(
     root: &Path,
     is_excluded: &(dyn Fn(&str) -> bool + Sync),
     before_listing: BeforeListing,
+    secrets: bool,
 ) -> Result<Walked, PackageError> {
+    let secret_dirs: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (left_out, base) = (secret_dirs.clone(), root.to_path_buf());
     // The parallel walker lists a folder before it shows it to the visitor, so the hook
     // runs where a folder is admitted: the filter, called while its parent is listed.
     before_listing(root);
@@ -195,6 +319,13 @@ fn walk_ignoring(
         .follow_links(false)
         .filter_entry(move |e| {
             let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            if secrets && is_dir && e.depth() > 0 {
+                let rel = relative(&base, e.path());
+                if is_secret_dir(&rel) {
+                    left_out.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{rel}/"));
+                    return false;
+                }
+            }
             let walked = !(is_dir && e.depth() > 0 && skipped_dir(e.path()));
             if walked && is_dir {
                 before_listing(e.path());
@@ -203,10 +334,10 @@ fn walk_ignoring(
         })
         .build_parallel();
     let found: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
-    let secrets: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let secrets_found: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let failure: std::sync::Mutex<Option<PackageError>> = std::sync::Mutex::new(None);
     walker.run(|| {
-        let (found, secrets, failure) = (&found, &secrets, &failure);
+        let (found, secrets_found, failure) = (&found, &secrets_found, &failure);
         Box::new(move |entry| {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -217,12 +348,10 @@ fn walk_ignoring(
                     return ignore::WalkState::Quit;
                 }
             };
-            if entry.file_type().is_some_and(|t| t.is_file())
-                && let Ok(relative) = entry.path().strip_prefix(root)
-            {
-                let path = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                match classify(&entry.file_name().to_string_lossy(), &path, is_excluded) {
-                    Some(true) => secrets.lock().unwrap_or_else(|p| p.into_inner()).push(path),
+            if entry.file_type().is_some_and(|t| t.is_file()) && entry.path().starts_with(root) {
+                let path = relative(root, entry.path());
+                match classify(&entry.file_name().to_string_lossy(), &path, is_excluded, secrets) {
+                    Some(true) => secrets_found.lock().unwrap_or_else(|p| p.into_inner()).push(path),
                     Some(false) => found.lock().unwrap_or_else(|p| p.into_inner()).push((path, entry.into_path())),
                     None => {}
                 }
@@ -242,7 +371,15 @@ fn walk_ignoring(
             Err(source) => Err(PackageError::Io { path, source }),
         })
         .collect::<Result<_, _>>()?;
-    Ok(Walked { files, secrets: secrets.into_inner().unwrap_or_else(|p| p.into_inner()) })
+    let mut secrets = secrets_found.into_inner().unwrap_or_else(|p| p.into_inner());
+    secrets.extend(secret_dirs.lock().unwrap_or_else(|p| p.into_inner()).drain(..));
+    Ok(Walked { files, secrets })
+}
+
+/// `path` inside `root`, `/`-separated.
+fn relative(root: &Path, path: &Path) -> String {
+    let inside = path.strip_prefix(root).unwrap_or(path);
+    inside.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// site-packages: no ignore files to honour, so a plain walk over all cores where each
@@ -253,12 +390,14 @@ fn walk_plain(
     root: &Path,
     is_excluded: &(dyn Fn(&str) -> bool + Sync),
     before_listing: &(dyn Fn(&Path) + Sync),
+    secrets: bool,
 ) -> Result<Walked, PackageError> {
     fn folder(
         dir: &Path,
         rel: &str,
         is_excluded: &(dyn Fn(&str) -> bool + Sync),
         before_listing: &(dyn Fn(&Path) + Sync),
+        secrets: bool,
         out: &mut Walked,
     ) -> Result<(), PackageError> {
         before_listing(dir);
@@ -275,11 +414,13 @@ fn walk_plain(
             }
             let path = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
             if kind.is_dir() {
-                if !skipped_name(&name) && !is_excluded(&path) {
+                if secrets && is_secret_dir(&path) {
+                    out.secrets.push(format!("{path}/"));
+                } else if !skipped_name(&name) && !is_excluded(&path) {
                     subdirs.push((entry.path(), path));
                 }
             } else if kind.is_file() {
-                match classify(&name, &path, is_excluded) {
+                match classify(&name, &path, is_excluded, secrets) {
                     Some(true) => out.secrets.push(path),
                     Some(false) => files.push((path, entry)),
                     None => {}
@@ -294,7 +435,7 @@ fn walk_plain(
             .into_par_iter()
             .map(|(abs, path)| {
                 let mut sub = Walked { files: Vec::new(), secrets: Vec::new() };
-                folder(&abs, &path, is_excluded, before_listing, &mut sub).map(|()| sub)
+                folder(&abs, &path, is_excluded, before_listing, secrets, &mut sub).map(|()| sub)
             })
             .collect();
         for sub in below {
@@ -305,7 +446,7 @@ fn walk_plain(
         Ok(())
     }
     let mut out = Walked { files: Vec::new(), secrets: Vec::new() };
-    folder(root, "", is_excluded, before_listing, &mut out)?;
+    folder(root, "", is_excluded, before_listing, secrets, &mut out)?;
     Ok(out)
 }
 
@@ -475,5 +616,59 @@ mod cache_tests {
         assert!(StatCache::load(&file).entries.is_empty());
         let whole = std::fs::read(dir.path().join("cache.bin")).unwrap();
         assert!(!whole.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_by_name_and_path() {
+        for secret in [
+            ".netrc",
+            ".npmrc",
+            ".bash_history",
+            ".python_history",
+            ".env",
+            ".env.local",
+            "id_rsa",
+            "id_ed25519",
+            "tls/server.key",
+            "a/b/cert.p12",
+            "store.jks",
+            "runtime/kernel-12ab.json",
+            ".huggingface/token",
+            ".config/tool/auth_token",
+        ] {
+            assert!(is_secret_path(secret), "{secret}");
+        }
+        for shipped in ["id_rsa.pub", "id_utils.py", "src/token", "tokenizer.json", "environment.yml", "keys.py"] {
+            assert!(!is_secret_path(shipped), "{shipped}");
+        }
+        for dir in
+            [".ssh", "home/.aws", ".config/gcloud", ".local/share/jupyter/runtime", ".ipython/profile_x/security"]
+        {
+            assert!(is_secret_dir(dir), "{dir}");
+        }
+        for dir in [".config", ".local/share", ".ipython/profile_x", "ssh", "security"] {
+            assert!(!is_secret_dir(dir), "{dir}");
+        }
+    }
+
+    #[test]
+    fn a_private_key_is_found_by_its_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        assert!(holds_private_key(&write("a.txt", "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n")));
+        assert!(holds_private_key(&write("b", "\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n")));
+        assert!(holds_private_key(&write("c", "-----BEGIN PGP PRIVATE KEY BLOCK-----\n")));
+        assert!(!holds_private_key(&write("d", "-----BEGIN CERTIFICATE-----\nMIIB\n")));
+        assert!(!holds_private_key(&write("e", "text mentioning -----BEGIN RSA PRIVATE KEY-----")));
+        assert!(!holds_private_key(&write("f", "")));
     }
 }

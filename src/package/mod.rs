@@ -38,6 +38,14 @@ pub enum PackageError {
         #[source]
         source: Box<object_store::Error>,
     },
+    #[error(
+        "workspace {root} holds {files} files ({bytes}), over the cap of {cap}: is it the folder you meant to ship? Choose the project folder: ray_cluster(workspace='/path/to/project') or `workspace: /path/to/project` in %%geneva_cluster; or raise the cap with workspace_max_files= / workspace_max_bytes="
+    )]
+    WorkspaceTooBig { root: String, files: usize, bytes: String, cap: String },
+    #[error(
+        "workspace {root} is {what}: it holds credentials, shell history and caches, and would ship all of them to the cluster. Choose the project folder: ray_cluster(workspace='/path/to/project') or `workspace: /path/to/project` in %%geneva_cluster (or start the kernel there)"
+    )]
+    WorkspaceIsHome { root: String, what: &'static str },
     #[error("refusing {zip}: entry {entry:?} would be written outside the extraction folder")]
     UnsafeEntry { zip: String, entry: String },
 }

@@ -29,6 +29,43 @@ pub struct PackRequest {
     /// False for a preview: scan and hash, but build no zips and upload nothing.
     #[serde(default = "yes")]
     pub build: bool,
+    /// A workspace layer with more files or bytes is refused (a home folder or a data folder
+    /// picked by mistake).
+    #[serde(default = "default_max_files")]
+    pub workspace_max_files: usize,
+    #[serde(default = "default_max_bytes")]
+    pub workspace_max_bytes: u64,
+}
+
+pub const DEFAULT_WORKSPACE_MAX_FILES: usize = 20_000;
+pub const DEFAULT_WORKSPACE_MAX_BYTES: u64 = 1 << 30;
+
+fn default_max_files() -> usize {
+    DEFAULT_WORKSPACE_MAX_FILES
+}
+
+fn default_max_bytes() -> u64 {
+    DEFAULT_WORKSPACE_MAX_BYTES
+}
+
+/// Refuses a workspace that is `/` or a home folder (this user's, or any under /home, /Users or /root).
+fn check_workspace(root: &Path) -> Result<(), PackageError> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let home = std::env::var_os("HOME").map(PathBuf::from).and_then(|h| h.canonicalize().ok());
+    let what = if root == Path::new("/") {
+        Some("the root of the file system")
+    } else if home.as_deref() == Some(root.as_path())
+        || root == Path::new("/root")
+        || root.parent().is_some_and(|p| p == Path::new("/home") || p == Path::new("/Users"))
+    {
+        Some("a home folder")
+    } else {
+        None
+    };
+    match what {
+        Some(what) => Err(PackageError::WorkspaceIsHome { root: root.display().to_string(), what }),
+        None => Ok(()),
+    }
 }
 
 fn yes() -> bool {
@@ -126,13 +163,24 @@ pub fn pack(req: &PackRequest) -> Result<Manifest, PackageError> {
                 .map(|rel| rel.to_string_lossy().into_owned())
                 .filter(|rel| !rel.is_empty())
                 .collect();
-            (name.clone(), root.clone(), LayerOptions { exclude, ..Default::default() })
+            check_workspace(root)?;
+            let options = LayerOptions {
+                exclude,
+                max_files: Some(req.workspace_max_files),
+                max_bytes: Some(req.workspace_max_bytes),
+                ..Default::default()
+            };
+            Ok((name.clone(), root.clone(), options))
         })
-        .collect();
+        .collect::<Result<_, PackageError>>()?;
     for (i, dir) in req.site_packages.iter().enumerate() {
         let name = if i == 0 { "site-packages".to_owned() } else { format!("site-packages-{}", i + 1) };
-        let options =
-            LayerOptions { gitignore: false, exclude: std::mem::take(&mut site_excludes[i]), ..Default::default() };
+        let options = LayerOptions {
+            gitignore: false,
+            secrets: false,
+            exclude: std::mem::take(&mut site_excludes[i]),
+            ..Default::default()
+        };
         roots.push((name, dir.clone(), options));
     }
 

@@ -12,7 +12,9 @@ fn package_error(err: PackageError) -> PyErr {
         PackageError::Target(_)
         | PackageError::NotSitePackages(_)
         | PackageError::TooBig { .. }
-        | PackageError::BadLocation(_) => "InvalidInputError",
+        | PackageError::BadLocation(_)
+        | PackageError::WorkspaceTooBig { .. }
+        | PackageError::WorkspaceIsHome { .. } => "InvalidInputError",
         PackageError::Blocked(_) => "BlockedPackageError",
         PackageError::Io { .. } | PackageError::UnsafeEntry { .. } | PackageError::Store { .. } => "GenevaError",
     };

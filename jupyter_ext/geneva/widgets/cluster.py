@@ -7,6 +7,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from geneva.package import human_bytes as _human
+from geneva.package import secrets_line
 
 if TYPE_CHECKING:
     from geneva.runners.ray._mgr import RayClusterSession
@@ -45,6 +46,7 @@ class ClusterDisplay:
             "pinned": len(m["pins"]),
             "blocked": counts.get("block", 0),
             "secrets_left_out": len(m["secrets_left_out"]),
+            "secrets": m["secrets_left_out"],
         }
 
     def versions(self) -> list[tuple[str, str, str]]:
@@ -67,6 +69,8 @@ class ClusterDisplay:
         pack = self.packaging()
         if pack:
             lines.append(f"  packaging: {_packaging_line(pack)}")
+            if pack["secrets"]:
+                lines.append(f"  left out (secrets): {secrets_line(pack['secrets'])}")
         if s.platform is not None and s.platform.differences():
             lines.append(repr(s.platform))
         for note in s.notes:
@@ -100,6 +104,8 @@ class ClusterDisplay:
         pack = self.packaging()
         if pack:
             parts.append(f"<p>packaging: {escape(_packaging_line(pack))}</p>")
+            if pack["secrets"]:
+                parts.append(f"<p>left out (secrets): {escape(secrets_line(pack['secrets']))}</p>")
         if s.platform is not None and s.platform.differences():
             parts.append(s.platform._repr_html_())
         if s.verdicts is not None and (s.verdicts.pins() or s.verdicts.blocked()):
