@@ -29,6 +29,10 @@ pub enum KubeRayError {
     Timeout { namespace: String, name: String, seconds: u64, state: String },
     #[error("port-forward to {pod}:{port}: {reason}")]
     Forward { pod: String, port: u16, reason: String },
+    #[error(
+        "RayCluster {namespace}/{name} exists and geneva did not create it (labels: {labels}; geneva's clusters carry app.kubernetes.io/managed-by=geneva): geneva {action} only its own clusters. Choose another name=, or pass adopt=True to take this one over (geneva then patches it and deletes it on exit per exit_mode)"
+    )]
+    NotOurs { namespace: String, name: String, labels: String, action: &'static str },
 }
 
 fn raycluster_resource() -> ApiResource {
@@ -69,10 +73,28 @@ impl KubeRay {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Create the RayCluster, or merge-patch its spec when one of that name exists.
-    pub async fn apply(&self, manifest: &Value) -> Result<Applied, KubeRayError> {
+    /// Refuses a RayCluster geneva did not create (no managed-by label): someone else's.
+    fn ours(&self, object: &DynamicObject, action: &'static str) -> Result<(), KubeRayError> {
+        let labels = object.metadata.labels.clone().unwrap_or_default();
+        if labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1) {
+            return Ok(());
+        }
+        let labels = if labels.is_empty() {
+            "none".to_owned()
+        } else {
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        };
+        Err(KubeRayError::NotOurs { namespace: self.namespace.clone(), name: self.name.clone(), labels, action })
+    }
+
+    /// Create the RayCluster, or merge-patch its spec when one of that name exists: only
+    /// one geneva created, unless `adopt` (the patch then labels it as geneva's).
+    pub async fn apply(&self, manifest: &Value, adopt: bool) -> Result<Applied, KubeRayError> {
         let api = self.clusters();
-        if api.get_opt(&self.name).await?.is_some() {
+        if let Some(existing) = api.get_opt(&self.name).await? {
+            if !adopt {
+                self.ours(&existing, "patches and deletes")?;
+            }
             let patch =
                 serde_json::json!({"metadata": {"labels": manifest["metadata"]["labels"]}, "spec": manifest["spec"]});
             api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
@@ -132,7 +154,12 @@ impl KubeRay {
         }
     }
 
+    /// Deletes the RayCluster if it is geneva's (refused otherwise); false when it was already gone.
     pub async fn delete(&self) -> Result<bool, KubeRayError> {
+        match self.clusters().get_opt(&self.name).await? {
+            None => return Ok(false),
+            Some(existing) => self.ours(&existing, "deletes")?,
+        }
         match self.clusters().delete(&self.name, &DeleteParams::background()).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),

@@ -34,12 +34,14 @@ impl PyKubeRay {
         Ok(Self { cluster: Arc::new(KubeRay::new(client, &namespace, &name)), forwards: Mutex::new(Vec::new()) })
     }
 
-    /// Create the RayCluster, or patch it when it exists: "created" or "patched".
-    fn apply(&self, py: Python<'_>, manifest: String) -> PyResult<String> {
+    /// Create the RayCluster, or patch it when it exists (geneva's own, or any with `adopt`):
+    /// "created" or "patched".
+    #[pyo3(signature = (manifest, adopt=false))]
+    fn apply(&self, py: Python<'_>, manifest: String, adopt: bool) -> PyResult<String> {
         let manifest: serde_json::Value =
             serde_json::from_str(&manifest).map_err(|e| geneva_error("InvalidInputError", e.to_string()))?;
         let cluster = self.cluster.clone();
-        let applied = block_on(py, async move { cluster.apply(&manifest).await }, kuberay_error)?;
+        let applied = block_on(py, async move { cluster.apply(&manifest, adopt).await }, kuberay_error)?;
         Ok(serde_json::to_value(applied).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
     }
 

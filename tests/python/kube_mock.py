@@ -60,6 +60,7 @@ class KubeMock:
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.forwards: list[str] = []  # pod names port-forwarded to, in order
+        self.fail_deletes = False  # answer DELETE with a server error (a failing API server)
         self._sockets: dict[str, list[web.WebSocketResponse]] = {}
         self._ids = itertools.count(1)
         self._loop = asyncio.new_event_loop()
@@ -205,6 +206,18 @@ class KubeMock:
             if cluster is not None:
                 cluster["status"] = {"state": "ready", "head": {"podName": pod_name, "podIP": "10.0.0.2"}}
 
+    def add_foreign_cluster(self, ns: str, name: str, labels: dict[str, str], spec: dict[str, Any]) -> None:
+        """A RayCluster someone else created (a colleague's, in a shared namespace)."""
+        body = {
+            "apiVersion": "ray.io/v1",
+            "kind": "RayCluster",
+            "metadata": {"name": name, "namespace": ns, "labels": dict(labels), "uid": f"uid-{name}"},
+            "spec": copy.deepcopy(spec),
+        }
+        body["metadata"].update(resourceVersion="1", creationTimestamp=_now(), generation=1)
+        self.clusters[(ns, name)] = body
+        self._head_pod(ns, body)
+
     def restart_head(self, ns: str, name: str) -> str:
         """The head pod is replaced (new name); open port-forwards to the old one are cut."""
 
@@ -276,6 +289,8 @@ class KubeMock:
     async def delete_cluster(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
         self.calls.append(("delete", name))
+        if self.fail_deletes:
+            return _status(500, "InternalError", "etcdserver: request timed out")
         cluster = self.clusters.pop((ns, name), None)
         if cluster is None:
             return _status(404, "NotFound", f'rayclusters.ray.io "{name}" not found')

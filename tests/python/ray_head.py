@@ -55,12 +55,14 @@ def cluster_venv() -> Path:
 class RayHead:
     """``ray start --head --block`` from the cluster venv, on free ports, stopped by its pid."""
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None, num_cpus: int = 2) -> None:
+    def __init__(
+        self, tmp: Path, env: dict[str, str] | None = None, num_cpus: int = 2, temp_dir: Path | None = None
+    ) -> None:
         self.venv = cluster_venv()
         self.client_port = free_port()
         self.gcs_port = free_port()
         # A short temp dir: Ray's unix sockets live there (path length limit ~107).
-        self.temp_dir = Path("/tmp") / f"gnv-{os.getpid()}-{self.client_port}"
+        self.temp_dir = temp_dir or Path("/tmp") / f"gnv-{os.getpid()}-{self.client_port}"
         self.log = tmp / "ray-head.log"
         head_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "VIRTUAL_ENV"))}
         # Ray's client proxier forks a server per client while gRPC threads run; with gRPC's fork

@@ -171,3 +171,41 @@ def test_bad_group_specs():
         _mgr.ray_cluster(name="Bad_Name", dry_run=True)
     with pytest.raises(InvalidInputError, match=r"pass one or the other"):
         _mgr.ray_cluster(addr="h:10001", name="x", use_portforwarding=False)
+
+
+def test_a_cluster_geneva_did_not_create_is_never_patched_or_deleted(kube, workspace):
+    spec = mgr2.ray_cluster(**docs_example(name="alices", dry_run=True))["spec"]
+    kube.add_foreign_cluster("geneva", "alices", {"owner": "alice", "team": "vision"}, spec)
+    before = json.dumps(kube.clusters[("geneva", "alices")], sort_keys=True)
+    with pytest.raises(ClusterError, match=r"geneva/alices exists and geneva did not create it") as err:
+        _mgr.ray_cluster(**docs_example(name="alices", skip_site_packages=True)).__enter__()
+    assert "owner=alice, team=vision" in str(err.value) and "adopt=True" in str(err.value)
+    assert not [c for c in kube.calls if c[0] in ("patch", "delete")]
+    assert json.dumps(kube.clusters[("geneva", "alices")], sort_keys=True) == before
+    assert _mgr.active_session() is None
+    # The CLI refuses it too: it deletes only geneva's clusters.
+    refused = run_geneva("clusters", "delete", "alices", "--namespace", "geneva")
+    assert refused.returncode != 0 and "did not create it" in refused.stderr
+    assert ("geneva", "alices") in kube.clusters
+
+    # Taken over on purpose: patched, labelled as geneva's, and kept here (RETAIN).
+    adopted = _mgr.ray_cluster(
+        **docs_example(name="alices", skip_site_packages=True, adopt=True, exit_mode=ExitMode.RETAIN)
+    )
+    with adopted:
+        pass
+    assert ("patch", "alices") in kube.calls
+    labels = kube.clusters[("geneva", "alices")]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "geneva" and labels["owner"] == "alice"
+
+
+def test_a_failed_enter_reports_its_own_error_not_the_teardowns(kube, workspace, capfd):
+    kube.ports[10001] = free_port()  # the forward reaches nothing: connecting fails after provisioning
+    kube.fail_deletes = True  # and the API server then fails the deletion
+    with pytest.raises(ClusterError, match=r"127\.0\.0\.1:\d+") as err:
+        _mgr.ray_cluster(
+            **docs_example(name="geneva-unreachable", skip_site_packages=True, connect_timeout=2)
+        ).__enter__()
+    assert "etcdserver" not in str(err.value)
+    assert "could not delete KubeRay cluster geneva/geneva-unreachable" in capfd.readouterr().err
+    assert _mgr.active_session() is None

@@ -57,6 +57,10 @@ PARAMETERS = (
     "connect_timeout",
     "upload_dir",
     "wait_timeout",
+    "adopt",
+    "workspace",
+    "workspace_max_files",
+    "workspace_max_bytes",
 )
 DEFAULT_CLIENT_PORT = 10001
 
@@ -75,7 +79,10 @@ def ray_cluster(**kwargs: Any) -> RayClusterSession | dict[str, Any]:
 
     Parameters: ``addr``, ``name``, ``namespace``, ``skip_site_packages``, ``use_portforwarding``,
     ``pip``, ``exit_mode`` (also ``on_exit``), ``head_group``, ``worker_groups``, ``extra_env``,
-    ``ray_init_kwargs``, ``dry_run``, ``connect_timeout`` (seconds, default 20), ``upload_dir``.
+    ``ray_init_kwargs``, ``dry_run``, ``connect_timeout`` (seconds, default 20), ``upload_dir``,
+    ``wait_timeout``, ``adopt`` (take over a RayCluster of that name geneva did not create),
+    ``workspace`` (the project folder that ships; default the working folder),
+    ``workspace_max_files`` / ``workspace_max_bytes`` (a bigger workspace is refused: default 20,000 / 1 GiB).
     """
     check_keywords("ray_cluster", kwargs, PARAMETERS)
     session = RayClusterSession(**kwargs)
@@ -236,6 +243,10 @@ class RayClusterSession:
         connect_timeout: float = 20.0,
         upload_dir: str | None = None,
         wait_timeout: float = 600.0,
+        adopt: bool = False,
+        workspace: str | None = None,
+        workspace_max_files: int | None = None,
+        workspace_max_bytes: int | None = None,
     ) -> None:
         kuberay = name is not None or namespace is not None or head_group is not None or bool(worker_groups)
         if addr is not None and use_portforwarding:
@@ -265,6 +276,7 @@ class RayClusterSession:
             raise InvalidInputError(f"connect_timeout={connect_timeout!r}: expected a number of seconds > 0")
         if not isinstance(wait_timeout, (int, float)) or isinstance(wait_timeout, bool) or wait_timeout <= 0:
             raise InvalidInputError(f"wait_timeout={wait_timeout!r}: expected a number of seconds > 0")
+        _check_ownership_and_workspace(adopt, kuberay, workspace, workspace_max_files, workspace_max_bytes)
         if dry_run and not kuberay:
             raise InvalidInputError(
                 "dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)"
@@ -292,6 +304,10 @@ class RayClusterSession:
         self.connect_timeout = float(connect_timeout)
         self.upload_dir = upload_dir
         self.wait_timeout = float(wait_timeout)
+        self.adopt = adopt  # patch (and on exit delete) a RayCluster of this name that geneva did not create
+        self.workspace = workspace  # the folder that ships as the workspace layer (default: the working folder)
+        self.workspace_max_files = workspace_max_files
+        self.workspace_max_bytes = workspace_max_bytes
         from geneva.runners.ray.kuberay import new_session_id
 
         self.session_id = new_session_id()
@@ -405,11 +421,13 @@ class RayClusterSession:
         import ray
 
         started = time.monotonic()
+        from geneva import _ray
+
         if ray.is_initialized():
-            ray.shutdown()  # an embedded Ray started by a backfill outside any session
+            _ray.shutdown(ray)  # an embedded Ray started by a backfill outside any session
         kwargs = {"include_dashboard": False, "configure_logging": True, "logging_level": "WARNING"}
         kwargs.update(self.ray_init_kwargs)
-        context = ray.init(**kwargs)
+        context = _ray.start_local(ray, **kwargs)
         self._owns_ray = True
         self.dashboard_url = getattr(context, "dashboard_url", None) or None
         self._set_runtime_env(pins=[])
@@ -453,7 +471,9 @@ class RayClusterSession:
         _check_reachable(host, port, min(5.0, deadline))
         _ping_client_server(host, port, min(10.0, deadline))
         if ray.is_initialized():
-            ray.shutdown()  # an embedded Ray started by a backfill outside any session
+            from geneva import _ray
+
+            _ray.shutdown(ray)  # an embedded Ray started by a backfill outside any session
         try:
             context = self._ray_client_init(ray, host, port)
         except RuntimeError as exc:
@@ -539,12 +559,23 @@ class RayClusterSession:
                     f"  {reasons}\nFix: publish them to your package index, install them in the Ray image, "
                     "or uninstall them here"
                 )
+        caps = {
+            "workspace_max_files": self.workspace_max_files or package.WORKSPACE_MAX_FILES,
+            "workspace_max_bytes": self.workspace_max_bytes or package.WORKSPACE_MAX_BYTES,
+        }
+        workspace = None
+        if self.workspace is not None:
+            from pathlib import Path
+
+            workspace = package.workspace_roots(Path(self.workspace).expanduser())
         manifest = package.pack(
             upload_dir=upload,
             target=target,
             skip_site_packages=self.skip_site_packages,
             site_packages=self._site_packages,
             provided=package.provided_distributions(),
+            workspace=workspace,
+            **caps,
         )
         self.manifest_info = manifest
         self.worker_env = {
@@ -578,45 +609,74 @@ class RayClusterSession:
 
     # -- exiting --------------------------------------------------------------------------
     def _finish_jobs(self, reason: str | None) -> None:
+        """Waits (at most ``wait_timeout``) for running backfills on a plain exit, or cancels them on an
+        exception or interrupt; a job's failure is reported, not swallowed."""
         running = [job for job in self._jobs if not job.done()]
-        if not running:
-            return
-        if reason is None:
-            print(f"geneva: waiting for {len(running)} running backfill(s) before leaving the cluster", file=sys.stderr)
+        if running and reason is None:
+            names = ", ".join(f"{job.job_id} ({job.column})" for job in running)
+            print(
+                f"geneva: waiting up to {self.wait_timeout:.0f} s for {len(running)} running backfill(s) "
+                f"before leaving the cluster: {names}",
+                file=sys.stderr,
+            )
+        elif running:
+            print(
+                f"geneva: cancelling {len(running)} running backfill(s) because the session exits on {reason}; "
+                "checkpoints are kept, so rerunning resumes",
+                file=sys.stderr,
+            )
             for job in running:
-                with contextlib.suppress(Exception):
-                    job.result()
-            return
-        print(
-            f"geneva: cancelling {len(running)} running backfill(s) because the session exits on {reason}; "
-            "checkpoints are kept, so rerunning resumes",
-            file=sys.stderr,
-        )
+                job.cancel()
+        deadline = time.monotonic() + (self.wait_timeout if reason is None else 30.0)
         for job in running:
-            job.cancel()
-        for job in running:
-            with contextlib.suppress(Exception):
-                job.result(timeout=30)
+            try:
+                job.result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                job.cancel("cancelled: the session exited while it was still running")
+                with contextlib.suppress(BaseException):
+                    job.result(timeout=30)
+                print(
+                    f"geneva: backfill {job.job_id} of {job.column!r} still running at the session's exit; "
+                    "cancelled (checkpoints kept: rerunning resumes)",
+                    file=sys.stderr,
+                )
+            except BaseException as exc:
+                if reason is None:
+                    print(f"geneva: backfill {job.job_id} of {job.column!r} failed: {exc}", file=sys.stderr)
+        self._jobs = [job for job in self._jobs if not job.done()]
 
     def _teardown(self, failed: bool) -> None:
-        """Shut Ray down, stop port-forwards, delete per ExitMode; leave the registry. Never raises."""
+        """Shut Ray down, stop port-forwards, delete per ExitMode; leave the registry. Never raises
+        (on a failed enter the original error is the one the user sees): what fails is printed."""
         try:
             if self._owns_ray:
                 import ray
 
-                with contextlib.suppress(Exception):
-                    ray.shutdown()
+                from geneva import _ray
+
+                _ray.shutdown(ray)
                 self._owns_ray = False
             if self._kuberay is not None:
                 keep = self.exit_mode is ExitMode.RETAIN or (self.exit_mode is ExitMode.RETAIN_ON_FAILURE and failed)
-                self._kuberay.close(delete=not keep)
-                if keep:
+                try:
+                    self._kuberay.close(delete=not keep)
+                except Exception as exc:
                     print(
-                        f"geneva: kept KubeRay cluster {self.namespace}/{self.name} ({self.exit_mode.name}); "
-                        f"remove it with: python -m geneva clusters delete {self.name} --namespace {self.namespace}",
+                        f"geneva: could not {'stop' if keep else 'delete'} KubeRay cluster "
+                        f"{self.namespace}/{self.name}: {exc}; check with: python -m geneva clusters list",
                         file=sys.stderr,
                     )
+                else:
+                    if keep:
+                        print(
+                            f"geneva: kept KubeRay cluster {self.namespace}/{self.name} ({self.exit_mode.name}); "
+                            f"remove it with: python -m geneva clusters delete {self.name} "
+                            f"--namespace {self.namespace}",
+                            file=sys.stderr,
+                        )
                 self._kuberay = None
+        except Exception as exc:
+            print(f"geneva: leaving the cluster session: {exc}", file=sys.stderr)
         finally:
             with _LOCK:
                 if self in _ACTIVE:
@@ -629,6 +689,24 @@ class RayClusterSession:
 
     def _at_kernel_shutdown(self) -> None:
         self.__exit__(SystemExit, None, None)
+
+
+def _check_ownership_and_workspace(adopt: Any, kuberay: bool, workspace: Any, max_files: Any, max_bytes: Any) -> None:
+    """``adopt`` and the workspace settings of ``ray_cluster(...)``: errors that say what to pass."""
+    for key, cap in (("workspace_max_files", max_files), ("workspace_max_bytes", max_bytes)):
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise InvalidInputError(f"{key}={cap!r}: expected an int >= 1")
+    if workspace is not None:
+        from pathlib import Path
+
+        if not isinstance(workspace, (str, Path)) or not Path(workspace).expanduser().is_dir():
+            raise InvalidInputError(
+                f"workspace={workspace!r}: expected the folder of your project (the code the UDFs import)"
+            )
+    if not isinstance(adopt, bool):
+        raise InvalidInputError(f"adopt={adopt!r}: expected True or False")
+    if adopt and not kuberay:
+        raise InvalidInputError("adopt=True takes over an existing KubeRay cluster: pass name= too")
 
 
 def _show(obj: Any) -> None:

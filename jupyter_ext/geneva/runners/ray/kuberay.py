@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import getpass
 import json
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +123,7 @@ class KubeRayCluster:
 
         body = manifest(session)
         handle = _native.KubeRayHandle(session.namespace, session.name)
-        applied = handle.apply(json.dumps(body))
+        applied = handle.apply(json.dumps(body), session.adopt)
         try:
             timeout = session.wait_timeout
             head = handle.wait_ready(timeout, min(2.0, max(0.1, timeout / 100)))
@@ -131,7 +132,14 @@ class KubeRayCluster:
             from geneva.runners.ray.raycluster import ExitMode
 
             if session.exit_mode is ExitMode.DELETE and applied == "created":
-                handle.delete()
+                try:
+                    handle.delete()
+                except Exception as exc:  # the start's failure is the error to see, not this one
+                    print(
+                        f"geneva: could not delete KubeRay cluster {session.namespace}/{session.name} after it failed "
+                        f"to start: {exc}; check with: python -m geneva clusters list",
+                        file=sys.stderr,
+                    )
             raise
         return cls(session, handle, applied, head)
 
