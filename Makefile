@@ -24,7 +24,7 @@ export GENEVA_TEST_PYTHON := $(VPY)
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Check system tools (cargo, protoc, cc, python3 >= 3.10); apt-get what is missing
+tools: ## Check system tools (cargo, protoc, cc, python3 >= 3.11); apt-get what is missing
 	@PYTHON=$(PYTHON) scripts/ensure-tools.sh
 
 $(STAMP): requirements-dev.txt tests/object-stores/package-lock.json | tools

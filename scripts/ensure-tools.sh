@@ -45,13 +45,13 @@ command -v npm >/dev/null 2>&1 || apt_install npm nodejs npm
 # A C compiler and linker for the -sys crates.
 command -v cc >/dev/null 2>&1 || apt_install cc gcc libc6-dev
 
-# Python >= 3.10 with venv and pip.
+# Python >= 3.11 with venv and pip (geneva uses tomllib and datetime.UTC).
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
   apt_install "$PYTHON" python3 python3-venv python3-pip
 fi
 if command -v "$PYTHON" >/dev/null 2>&1; then
-  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-    say "$PYTHON is $("$PYTHON" -V 2>&1); geneva needs Python 3.10 or newer: set PYTHON=/path/to/python3.x and re-run make"
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    say "$PYTHON is $("$PYTHON" -V 2>&1); geneva needs Python 3.11 or newer: set PYTHON=/path/to/python3.x and re-run make"
     missing=1
   elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     apt_install "python venv" python3-venv

@@ -51,3 +51,19 @@ def test_missing_cargo_points_at_rustup(tmp_path) -> None:
     result = run(tmp_path, {"cargo"})
     assert result.returncode == 1
     assert "'cargo' is missing" in result.stderr and "rustup" in result.stderr
+
+
+def test_the_python_versions_claimed_are_the_ones_supported() -> None:
+    """geneva uses 3.11 APIs (tomllib, datetime.UTC): every place that says which Python it needs says 3.11."""
+    import re
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == ">=3.11"
+    assert pyproject["tool"]["ruff"]["target-version"] == "py311"
+    cargo = tomllib.loads((REPO / "Cargo.toml").read_text())
+    assert cargo["dependencies"]["pyo3"]["features"] == ["abi3-py311"]  # the wheel's abi3 floor
+    assert "Python >= 3.11" in (REPO / "README.md").read_text()
+    assert "sys.version_info < (3, 11)" in (REPO / "scripts" / "ensure-tools.sh").read_text()
+    sources = "".join(p.read_text() for p in (REPO / "jupyter_ext" / "geneva").rglob("*.py"))
+    assert re.search(r"\bimport tomllib\b|datetime\.UTC\b", sources)  # why 3.10 is not claimed
