@@ -6,6 +6,7 @@ pub mod package;
 pub mod platform;
 mod py;
 pub mod runtime;
+pub mod store;
 pub mod table;
 
 use pyo3::prelude::*;

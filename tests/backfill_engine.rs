@@ -37,8 +37,15 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
     let handle = tokio::runtime::Handle::current();
     let columns = vec!["id".to_owned()];
     // Two stretches (0..5 in two ranges, then 7..10), each read in one request.
-    let mut reader =
-        backfill::read::RunReader::start(&handle, uri.clone(), version, 0, vec![0..3, 3..5, 7..10], columns.clone());
+    let mut reader = backfill::read::RunReader::start(
+        &handle,
+        uri.clone(),
+        Default::default(),
+        version,
+        0,
+        vec![0..3, 3..5, 7..10],
+        columns.clone(),
+    );
     let mut got = Vec::new();
     while let Some(batch) = reader.next().await {
         let batch = batch.unwrap();
@@ -47,15 +54,29 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
     assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4], vec![7, 8, 9]]);
 
     // Rows past the fragment's end: the stretch is refused, naming the rows.
-    let mut reader =
-        backfill::read::RunReader::start(&handle, uri.clone(), version, 0, vec![6..8, 8..12], columns.clone());
+    let mut reader = backfill::read::RunReader::start(
+        &handle,
+        uri.clone(),
+        Default::default(),
+        version,
+        0,
+        vec![6..8, 8..12],
+        columns.clone(),
+    );
     let err = reader.next().await.unwrap().unwrap_err().to_string();
     assert!(err.contains("6..12") && err.contains("10 addressable rows"), "{err}");
     assert!(reader.next().await.is_none());
 
     // An unknown column fails the first read.
-    let mut reader =
-        backfill::read::RunReader::start(&handle, uri, version, 0, vec![0..1, 1..2], vec!["nope".to_owned()]);
+    let mut reader = backfill::read::RunReader::start(
+        &handle,
+        uri,
+        Default::default(),
+        version,
+        0,
+        vec![0..1, 1..2],
+        vec!["nope".to_owned()],
+    );
     assert!(reader.next().await.unwrap().is_err());
 }
 
@@ -73,19 +94,24 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
     let store = CheckpointStore::new(&uri, "double", "k1");
     let mut uris = Vec::new();
     for chunk in frag.offsets.chunks(2) {
-        let rows = backfill::read::read_rows(&uri, plan.version, frag.fragment_id, chunk, &inputs).await.unwrap();
+        let rows = backfill::read::read_rows(&uri, &Default::default(), plan.version, frag.fragment_id, chunk, &inputs)
+            .await
+            .unwrap();
         let input = rows.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
         let doubled: Int64Array = input.iter().map(|v| v.map(|x| x * 2)).collect();
         let path = store.uri(frag.fragment_id, &frag.input_digest, chunk);
-        checkpoint::write(&path, &UInt32Array::from(chunk.to_vec()), Arc::new(doubled), None).await.unwrap();
-        assert!(checkpoint::read(&path).await.unwrap().is_some());
+        checkpoint::write(&path, &Default::default(), &UInt32Array::from(chunk.to_vec()), Arc::new(doubled), None)
+            .await
+            .unwrap();
+        assert!(checkpoint::read(&path, &Default::default()).await.unwrap().is_some());
         uris.push(path);
     }
     let listed: Vec<String> = store.list().await.unwrap().into_iter().map(|f| f.uri).collect();
     assert_eq!(listed.len(), 3);
     assert_eq!(backfill::checkpoints_of(frag, &store.list().await.unwrap()).len(), 3);
     let group = [(frag.fragment_id, uris, frag.offsets.clone())];
-    let version = backfill::commit_fragments(&uri, plan.version, "double", None, &group).await.unwrap();
+    let version =
+        backfill::commit_fragments(&uri, &Default::default(), plan.version, "double", None, &group).await.unwrap();
     assert!(version > plan.version);
     let expected_even: Vec<Option<i64>> = (0..10).map(|i| (i % 2 == 0).then_some(i * 2)).collect();
     assert_eq!(column(&uri, "double").await, expected_even);
@@ -97,29 +123,47 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
     let frag = &plan.fragments[0];
     let path = store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
     let odd: Int64Array = frag.offsets.iter().map(|o| Some(i64::from(*o) * 2)).collect();
-    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), Arc::new(odd), None).await.unwrap();
+    checkpoint::write(&path, &Default::default(), &UInt32Array::from(frag.offsets.clone()), Arc::new(odd), None)
+        .await
+        .unwrap();
     let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
-    backfill::commit_fragments(&uri, plan.version, "double", None, &group).await.unwrap();
+    backfill::commit_fragments(&uri, &Default::default(), plan.version, "double", None, &group).await.unwrap();
     assert_eq!(column(&uri, "double").await, (0..10).map(|i| Some(i * 2)).collect::<Vec<_>>());
 
     // A planned row no checkpoint holds refuses the commit and changes nothing.
     let before = table::open(&uri, None).await.unwrap().version_id();
-    let err = backfill::commit_fragments(&uri, before, "double", None, &[(frag.fragment_id, vec![], vec![3])])
-        .await
-        .unwrap_err();
+    let err = backfill::commit_fragments(
+        &uri,
+        &Default::default(),
+        before,
+        "double",
+        None,
+        &[(frag.fragment_id, vec![], vec![3])],
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("not fully checkpointed"), "{err}");
     assert_eq!(table::open(&uri, None).await.unwrap().version_id(), before);
 
     // Checkpoints are single Lance files; a gapless run stores only its values.
-    let cp = checkpoint::read(&store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets)).await.unwrap().unwrap();
+    let cp = checkpoint::read(&store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets), &Default::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cp.offsets.values().to_vec(), frag.offsets);
     let gapless = store.uri(frag.fragment_id, &frag.input_digest, &[4, 5, 6]);
-    checkpoint::write(&gapless, &UInt32Array::from(vec![4, 5, 6]), Arc::new(Int64Array::from(vec![8, 10, 12])), None)
-        .await
-        .unwrap();
-    let cp = checkpoint::read(&gapless).await.unwrap().unwrap();
+    checkpoint::write(
+        &gapless,
+        &Default::default(),
+        &UInt32Array::from(vec![4, 5, 6]),
+        Arc::new(Int64Array::from(vec![8, 10, 12])),
+        None,
+    )
+    .await
+    .unwrap();
+    let cp = checkpoint::read(&gapless, &Default::default()).await.unwrap().unwrap();
     assert_eq!((cp.offsets.values().to_vec(), cp.values.len()), (vec![4, 5, 6], 3));
-    assert!(checkpoint::read(&store.uri(9, "none", &[1])).await.unwrap().is_none());
+    assert!(checkpoint::read(&store.uri(9, "none", &[1]), &Default::default()).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,10 +215,18 @@ async fn the_version_record_is_committed_with_the_values_and_failed_rows_stay_to
     let path = store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
     let values: Vec<Option<i64>> = (0..10).map(|i| (i != 3).then_some(i * 2)).collect();
     let failed = arrow::array::BooleanArray::from((0..10).map(|i| i == 3).collect::<Vec<_>>());
-    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), int64s(&values), Some(&failed)).await.unwrap();
+    checkpoint::write(
+        &path,
+        &Default::default(),
+        &UInt32Array::from(frag.offsets.clone()),
+        int64s(&values),
+        Some(&failed),
+    )
+    .await
+    .unwrap();
     let stamp = backfill::Stamp { column: "double_v".into(), id: 7 };
     let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
-    backfill::commit_fragments(&uri, plan.version, "double", Some(&stamp), &group).await.unwrap();
+    backfill::commit_fragments(&uri, &Default::default(), plan.version, "double", Some(&stamp), &group).await.unwrap();
     assert_eq!(column(&uri, "double").await, values);
     let record: Vec<Option<i64>> = (0..10).map(|i| (i != 3).then_some(7)).collect();
     assert_eq!(column(&uri, "double_v").await, record);
@@ -195,12 +247,18 @@ async fn the_version_record_is_committed_with_the_values_and_failed_rows_stay_to
     let plan = backfill::plan(&ds, Some("id < 2"), &["id".to_owned()], None, Some("double_v")).await.unwrap();
     let frag = &plan.fragments[0];
     let path = CheckpointStore::new(&uri, "double", "v8").uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
-    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), int64s(&[Some(100), Some(101)]), None)
-        .await
-        .unwrap();
+    checkpoint::write(
+        &path,
+        &Default::default(),
+        &UInt32Array::from(frag.offsets.clone()),
+        int64s(&[Some(100), Some(101)]),
+        None,
+    )
+    .await
+    .unwrap();
     let stamp = backfill::Stamp { column: "double_v".into(), id: 8 };
     let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
-    backfill::commit_fragments(&uri, plan.version, "double", Some(&stamp), &group).await.unwrap();
+    backfill::commit_fragments(&uri, &Default::default(), plan.version, "double", Some(&stamp), &group).await.unwrap();
     let mut expected = values.clone();
     expected[..2].copy_from_slice(&[Some(100), Some(101)]);
     assert_eq!(column(&uri, "double").await, expected);
@@ -219,9 +277,11 @@ async fn values_written_before_the_column_had_a_version_record_get_one() {
     let store = CheckpointStore::new(&uri, "double", "old");
     let path = store.uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
     let old: Vec<Option<i64>> = (0..10).map(Some).collect();
-    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), int64s(&old), None).await.unwrap();
+    checkpoint::write(&path, &Default::default(), &UInt32Array::from(frag.offsets.clone()), int64s(&old), None)
+        .await
+        .unwrap();
     let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
-    backfill::commit_fragments(&uri, plan.version, "double", None, &group).await.unwrap();
+    backfill::commit_fragments(&uri, &Default::default(), plan.version, "double", None, &group).await.unwrap();
     table::add_null_columns(&uri, vec![Field::new("double_v", DataType::Int64, true)]).await.unwrap();
 
     // Every row's version is unknown: all are planned, and the commit records the new one.
@@ -230,10 +290,12 @@ async fn values_written_before_the_column_had_a_version_record_get_one() {
     let frag = &plan.fragments[0];
     let path = CheckpointStore::new(&uri, "double", "new").uri(frag.fragment_id, &frag.input_digest, &frag.offsets);
     let new: Vec<Option<i64>> = (0..10).map(|i| Some(i * 3)).collect();
-    checkpoint::write(&path, &UInt32Array::from(frag.offsets.clone()), int64s(&new), None).await.unwrap();
+    checkpoint::write(&path, &Default::default(), &UInt32Array::from(frag.offsets.clone()), int64s(&new), None)
+        .await
+        .unwrap();
     let stamp = backfill::Stamp { column: "double_v".into(), id: 5 };
     let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
-    backfill::commit_fragments(&uri, plan.version, "double", Some(&stamp), &group).await.unwrap();
+    backfill::commit_fragments(&uri, &Default::default(), plan.version, "double", Some(&stamp), &group).await.unwrap();
     assert_eq!(column(&uri, "double").await, new);
     assert_eq!(column(&uri, "double_v").await, vec![Some(5); 10]);
     assert_eq!(plan_for(&uri, 5).await.rows(), 0);

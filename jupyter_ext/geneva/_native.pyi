@@ -44,29 +44,55 @@ def host_platform() -> HostPlatform:
     """Probe this machine (Rust) and interpreter (``sys``, ``sysconfig``)."""
 
 # -- tables (src/py/table.rs) ---------------------------------------------------------
-def table_create(uri: str, data: pa.RecordBatchReader, overwrite: bool) -> int:
-    """Write a new table (or replace its rows when ``overwrite``); returns the version."""
+def table_create(
+    uri: str, data: pa.RecordBatchReader, overwrite: bool, storage_options: dict[str, str] | None = None
+) -> int:
+    """Write a new table (or a new version of all rows with ``overwrite``); returns its version."""
 
-def table_append(uri: str, data: pa.RecordBatchReader) -> int:
+def table_append(uri: str, data: pa.RecordBatchReader, storage_options: dict[str, str] | None = None) -> int:
     """Append rows; returns the new version."""
 
-def table_info(uri: str, version: int | None = None) -> tuple[int, pa.Schema]:
+def table_info(
+    uri: str, version: int | None = None, storage_options: dict[str, str] | None = None
+) -> tuple[int, pa.Schema]:
     """(version, schema) of the table."""
 
-def table_count_rows(uri: str, filter: str | None = None, version: int | None = None) -> int: ...
+def table_count_rows(
+    uri: str, filter: str | None = None, version: int | None = None, storage_options: dict[str, str] | None = None
+) -> int: ...
 def table_scan(
     uri: str,
     columns: list[str] | None = None,
     filter: str | None = None,
     limit: int | None = None,
     version: int | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> pa.RecordBatchReader: ...
-def table_add_null_columns(uri: str, schema: pa.Schema) -> int:
+def table_add_null_columns(uri: str, schema: pa.Schema, storage_options: dict[str, str] | None = None) -> int:
     """Declare all-null columns; returns the new version."""
 
-def table_update_field_metadata(uri: str, column: str, values: dict[str, str]) -> int: ...
-def table_count_by(uri: str, column: str) -> list[tuple[int | None, int]]:
+def table_update_field_metadata(
+    uri: str, column: str, values: dict[str, str], storage_options: dict[str, str] | None = None
+) -> int: ...
+def table_count_by(
+    uri: str, column: str, storage_options: dict[str, str] | None = None
+) -> list[tuple[int | None, int]]:
     """Rows by the value of an Int64 UDF version record (None: NULL), ascending."""
+
+# -- the table's store (src/py/store.rs): what the engine keeps beside a table -----------------
+
+def store_validate(uri: str, storage_options: dict[str, str] | None = None) -> None:
+    """InvalidInputError for an unknown scheme, an unknown option (close matches), plain http without allow_http."""
+
+def store_redacted(storage_options: dict[str, str]) -> str:
+    """``{'name': '***', ...}``: the option names, never their values."""
+
+def store_put(uri: str, data: bytes, storage_options: dict[str, str] | None = None) -> None: ...
+def store_get(uri: str, storage_options: dict[str, str] | None = None) -> bytes | None: ...
+def store_list(uri: str, storage_options: dict[str, str] | None = None) -> list[str]:
+    """Names directly under a folder or prefix (objects and sub-folders), sorted."""
+
+def store_remove_all(uri: str, storage_options: dict[str, str] | None = None) -> None: ...
 
 # -- backfill steps (src/py/backfill.rs) ----------------------------------------------------
 
@@ -104,6 +130,7 @@ def plan_backfill(
     stale: str | None = None,
     null_target: str | None = None,
     count_by: str | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> BackfillPlan:
     """The rows ``filter`` (the user's ``where``, validated alone) selects among those ``stale`` selects;
     ``null_target``: ``stale`` selects every row where it is NULL (without ``filter`` a fragment never
@@ -116,13 +143,31 @@ class RowRuns:
     def __next__(self) -> pa.RecordBatch: ...
 
 def read_runs(
-    uri: str, version: int, fragment_id: int, ranges: list[tuple[int, int]], columns: list[str]
+    uri: str,
+    version: int,
+    fragment_id: int,
+    ranges: list[tuple[int, int]],
+    columns: list[str],
+    storage_options: dict[str, str] | None = None,
 ) -> RowRuns: ...
-def read_rows(uri: str, version: int, fragment_id: int, offsets: pa.Array, columns: list[str]) -> pa.RecordBatch:
+def read_rows(
+    uri: str,
+    version: int,
+    fragment_id: int,
+    offsets: pa.Array,
+    columns: list[str],
+    storage_options: dict[str, str] | None = None,
+) -> pa.RecordBatch:
     """The input columns of the rows at physical ``offsets`` of one fragment."""
 
 def checkpoint_write(
-    root: str, fragment_id: int, input_digest: str, offsets: pa.Array, values: pa.Array, failed: pa.Array | None = None
+    root: str,
+    fragment_id: int,
+    input_digest: str,
+    offsets: pa.Array,
+    values: pa.Array,
+    failed: pa.Array | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> str:
     """Store the values of a run of one fragment's rows as one checkpoint under ``root`` (``failed``: bool per
     row, rows the UDF failed on, which stay to be computed); returns its URI."""

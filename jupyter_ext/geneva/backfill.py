@@ -19,7 +19,6 @@ import traceback
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -196,7 +195,15 @@ def start(
     stale = f"{_quote(record)} IS NULL OR {_quote(record)} <> {fn.version_id}"
     key = _job_key(fn.version, opts.where)
     plan = _native.plan_backfill(
-        table.uri, column, key, inputs, opts.where, stale=stale, null_target=record, count_by=record
+        table.uri,
+        column,
+        key,
+        inputs,
+        opts.where,
+        stale=stale,
+        null_target=record,
+        count_by=record,
+        storage_options=table._storage_options,
     )
     notes = _recompute_notes(table, column, fn, plan, opts.where)
     job = Job(table, column, fn, inputs, plan, opts, notes=notes)
@@ -301,6 +308,7 @@ class Job:
         self._result: BackfillResult | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self._errors_written = False
         self._progress = Progress(
             job_id=self.job_id,
             column=column,
@@ -500,6 +508,13 @@ class Job:
         # The UDF travels as bytes and is unpickled inside the task, after the session's
         # layers are on sys.path: its module references resolve against the shipped files.
         udf_ref = ray.put(_pickle_udf(self.udf))
+        # The table's storage options travel with each task as an argument (never logged, never in
+        # the task dicts the display or an error may show).
+        store = self.table._storage_options or None
+        if session is not None and not session.forward_credentials:
+            store = None
+        if session is not None and session.kind != "local":
+            self._check_reachable(ray, session, store)
         tasks_left = Counter(t["fragment_id"] for t in tasks)
         queue = deque(tasks)
         inflight: dict[Any, dict[str, Any]] = {}
@@ -513,7 +528,9 @@ class Job:
                     )
                 while queue and len(inflight) < self._inflight:
                     task = queue.popleft()
-                    ref = remote.remote(self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error, env)
+                    ref = remote.remote(
+                        self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error, env, store
+                    )
                     inflight[ref] = task
                 # A generator is ready when a report (or its end, or its error) has arrived; a
                 # plain task (Ray Client) when it has ended.
@@ -541,6 +558,33 @@ class Job:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
             raise
+
+    def _check_reachable(self, ray: Any, session: Any, store: dict[str, str] | None) -> None:
+        """One small task on the cluster opens the table at the planned version, as the tasks will,
+        before anything is dispatched (once per session and table)."""
+        uri = self.table.uri
+        if uri in session.reachable:
+            return
+        probe = ray.remote(num_cpus=0, max_retries=0)(_open_table)
+        try:
+            ray.get(probe.remote(uri, self._plan.version, store), timeout=120)
+        except Exception as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+            local = "://" not in uri
+            fix = (
+                "a remote cluster reads tables from a store it can reach: put the table on s3://, gs:// or az:// "
+                "(geneva.connect('s3://bucket/lake', storage_options=...)), or on a folder every node mounts at "
+                "the same path"
+                if local
+                else "check the table's storage options and the credentials the workers use "
+                "(ray_cluster(forward_credentials=True) sends the notebook's; False needs them on the nodes)"
+            )
+            raise BackfillError(
+                f"the cluster ({session.describe()}) cannot open table {uri} at version {self._plan.version}: "
+                f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__}\n"
+                f"Fix: {fix}. Nothing was dispatched; the table is unchanged."
+            ) from None
+        session.reachable.add(uri)
 
     def _collect(self, ray: Any, ref: Any, task: dict[str, Any], tally: _Tally) -> bool:
         """Adds a ready task's report to the tally; True when the task has ended."""
@@ -570,8 +614,7 @@ class Job:
 
     def _record_errors(self, errors: list[dict[str, Any]]) -> None:
         """Appends per-row error records to the job's error table."""
-        path = Path(self.table.uri) / "_geneva" / "errors" / f"{self.job_id}.lance"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"{self.table.uri}/_geneva/errors/{self.job_id}.lance"
         rows = pa.Table.from_pylist(
             [{**e, "job_id": self.job_id, "column": self.column} for e in errors],
             schema=pa.schema(
@@ -586,10 +629,11 @@ class Job:
                 ]
             ),
         )
-        if path.exists():
-            _native.table_append(str(path), rows.to_reader())
+        if self._errors_written:
+            _native.table_append(uri, rows.to_reader(), self.table._storage_options)
         else:
-            _native.table_create(str(path), rows.to_reader(), False)
+            _native.table_create(uri, rows.to_reader(), False, self.table._storage_options)
+            self._errors_written = True
 
 
 @functools.cache
@@ -603,6 +647,11 @@ def _remote_task(ray: Any, streaming: bool) -> Any:
 
 _INSTANCES: dict[str, Any] = {}
 _UDFS: dict[str, UDF] = {}
+
+
+def _open_table(uri: str, version: int, store: dict[str, str] | None) -> int:
+    """The reachability probe (on a worker): opens the table at ``version``; its row count."""
+    return _native.table_count_rows(uri, None, version, store)
 
 
 def _pickle_udf(fn: UDF) -> bytes:
@@ -718,6 +767,7 @@ def _run_task(
     inputs: list[str],
     on_error: str,
     env: dict[str, Any] | None = None,
+    store: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One Ray (generator) task: reads, computes and checkpoints its batches, skipping those
     checkpointed already; yields its counts as it goes (see ``_Counts``)."""
@@ -731,7 +781,7 @@ def _run_task(
         raise UdfError(f"UDF {fn.name} could not start: {_worker.missing_module_hint(exc)}") from None
     fragment_id = task["fragment_id"]
     offsets: pa.UInt32Array | None = task["offsets"]
-    pending = _Pending(task)
+    pending = _Pending(task, store)
     counts = _Counts()
     failed: list[int] = []
     # A gapless task's batches are read ahead, each stretch of them in one sequential read.
@@ -739,7 +789,7 @@ def _run_task(
     if offsets is None:
         first = task["first"]
         ranges = [(first + start, first + end) for start, end, done in task["batches"] if not done]
-        runs = _native.read_runs(table_uri, version, fragment_id, ranges, inputs)
+        runs = _native.read_runs(table_uri, version, fragment_id, ranges, inputs, store)
     for start, end, done in task["batches"]:
         if done:
             pending.flush()  # a checkpoint holds a contiguous run of the plan
@@ -750,7 +800,7 @@ def _run_task(
                 rows = next(runs)
             else:
                 batch_offsets = offsets[start:end]
-                rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs)
+                rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs, store)
             step = fn.batch_size or rows.num_rows or 1
             parts = []
             for lo in range(0, rows.num_rows, step):
@@ -819,8 +869,9 @@ class _Pending:
     """A task's computed batches not yet checkpointed: written as one checkpoint once
     ``checkpoint_seconds`` have passed since the last one or ``CHECKPOINT_BYTES`` are held."""
 
-    def __init__(self, task: dict[str, Any]) -> None:
+    def __init__(self, task: dict[str, Any], store: dict[str, str] | None = None) -> None:
         self.task = task
+        self.store = store
         self.offsets: list[pa.Array] = []
         self.values: list[pa.Array] = []
         self.failed: list[pa.Array | None] = []
@@ -853,6 +904,7 @@ class _Pending:
                 pa.concat_arrays(self.offsets),
                 pa.concat_arrays(self.values),
                 failed,
+                self.store,
             )
         self.offsets, self.values, self.failed, self.nbytes = [], [], [], 0
         self.since = time.monotonic()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,22 +42,66 @@ def _is_record(field: pa.Field) -> bool:
     return RECORD_META.encode() in (field.metadata or {})
 
 
-def connect(uri: str | Path) -> Connection:
-    """Open (or start) a database: a folder of Lance tables.
+def connect(
+    uri: str | Path, *, storage_options: dict[str, Any] | None = None, skip_conditional_write_check: bool = False
+) -> Connection:
+    """Open (or start) a database: a folder or bucket prefix of Lance tables, in LanceDB's layout.
+
+    ``uri``: a local path, ``file://``, ``s3://bucket/prefix``, ``gs://bucket/prefix`` or
+    ``az://container/prefix``. ``storage_options`` use Lance's names (``aws_endpoint``,
+    ``allow_http``, ``aws_region``, ``aws_access_key_id``, ``azure_storage_account_name``,
+    ``google_service_account``, ...); what they leave out comes from the environment as each
+    cloud's tools read it (``AWS_*``, ``AZURE_STORAGE_*``, ``GOOGLE_*``). Their values are never shown.
+    An object store must refuse to create an object that exists (``If-None-Match: *``): Lance's
+    commits rely on it, so one probe object checks it (once per store and options in a process);
+    ``skip_conditional_write_check=True`` skips that, for a store only one process ever writes.
 
     >>> db = geneva.connect("/data/lake")
-    >>> tbl = db.open_table("videos")
+    >>> db = geneva.connect("s3://bucket/lake", storage_options={"aws_region": "eu-west-1"})
     """
+    options = _options(storage_options)
     text = str(uri)
     if "://" in text and not text.startswith("file://"):
-        raise InvalidInputError(f"only local folders are supported for now, got {text!r}")
-    path = Path(text.removeprefix("file://")).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise InvalidInputError(f"{path} is a file, not a folder of tables")
-    path.mkdir(parents=True, exist_ok=True)
-    connection = Connection(path)
+        _native.store_validate(text, options)
+        if not skip_conditional_write_check:
+            _check_conditional_writes(text.rstrip("/"), options)
+        connection = Connection(text.rstrip("/"), options)
+    else:
+        path = Path(text.removeprefix("file://")).expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            raise InvalidInputError(f"{path} is a file, not a folder of tables")
+        path.mkdir(parents=True, exist_ok=True)
+        connection = Connection(str(path), options)
     _CURRENT[0] = connection
     return connection
+
+
+_CONDITIONAL_CHECKED: set[tuple[str, frozenset]] = set()
+
+
+def _check_conditional_writes(uri: str, options: dict[str, str]) -> None:
+    key = (uri.split("/", 3)[2] if uri.count("/") >= 2 else uri, frozenset(options.items()))
+    if key in _CONDITIONAL_CHECKED:
+        return
+    if not _native.store_refuses_overwrite(uri, options):
+        raise InvalidInputError(
+            f"{uri}: this store accepted a second create of the same object (it ignores If-None-Match: *). "
+            "Lance commits rely on that refusal: with this store two writers could both commit and one would "
+            "lose its rows without a word. Use a store that honours conditional writes (S3, GCS, Azure, "
+            "MinIO 2024-08 or newer), or pass skip_conditional_write_check=True if only one process ever writes"
+        )
+    _CONDITIONAL_CHECKED.add(key)
+
+
+def _options(given: dict[str, Any] | None) -> dict[str, str]:
+    """Storage options as strings (``True`` -> ``"true"``); a clear error for anything else."""
+    if given is None:
+        return {}
+    if not isinstance(given, dict) or not all(isinstance(k, str) for k in given):
+        raise InvalidInputError(
+            "storage_options must be a dict of option name -> value, e.g. {'aws_region': 'us-east-1'}"
+        )
+    return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in given.items()}
 
 
 # The connection `%backfill TABLE COLUMN` looks TABLE up in when it is not a variable: the last one opened.
@@ -101,24 +144,40 @@ def _to_reader(data: Any, schema: pa.Schema | None = None) -> pa.RecordBatchRead
 
 
 class Connection:
-    """A folder of Lance tables."""
+    """A folder or bucket prefix of Lance tables (``<uri>/<name>.lance``)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self.uri = uri
+        self._storage_options = dict(storage_options or {})
+
+    @property
+    def path(self) -> Path | str:
+        """The folder of a local database (a ``Path``); the URI of one on an object store."""
+        return Path(self.uri) if "://" not in self.uri else self.uri
 
     def __repr__(self) -> str:
-        return f"geneva.Connection({str(self.path)!r})"
+        if not self._storage_options:
+            return f"geneva.Connection({self.uri!r})"
+        return f"geneva.Connection({self.uri!r}, storage_options={_native.store_redacted(self._storage_options)})"
 
-    def _table_path(self, name: str) -> Path:
+    def _table_uri(self, name: str) -> str:
         if not isinstance(name, str) or not _NAME.match(name):
             raise InvalidInputError(
                 f"invalid table name {name!r}: use letters, digits, '_', '-' and '.', not starting with '.' or '-'"
             )
-        return self.path / f"{name}.lance"
+        return f"{self.uri}/{name}.lance"
+
+    def _merged(self, storage_options: dict[str, Any] | None) -> dict[str, str]:
+        return {**self._storage_options, **_options(storage_options)}
+
+    def _exists(self, uri: str, options: dict[str, str]) -> bool:
+        return "_versions" in _native.store_list(uri, options)
 
     def table_names(self) -> list[str]:
-        """Names of the tables in this folder, sorted."""
-        return sorted(p.name.removesuffix(".lance") for p in self.path.glob("*.lance") if (p / "_versions").is_dir())
+        """Names of the tables here, sorted."""
+        names = [n.removesuffix(".lance") for n in _native.store_list(self.uri, self._storage_options)]
+        found = [n for n in names if n != "" and _NAME.match(n)]
+        return sorted(n for n in found if self._exists(self._table_uri(n), self._storage_options))
 
     def create_table(
         self,
@@ -127,18 +186,20 @@ class Connection:
         schema: pa.Schema | None = None,
         mode: str = "create",
         exist_ok: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> Table:
         """Create table ``name`` from rows (or an empty one from ``schema``).
 
         ``mode="overwrite"`` replaces an existing table's rows (as a new version);
-        ``exist_ok=True`` opens an existing table instead of failing.
+        ``exist_ok=True`` opens an existing table instead of failing; ``storage_options``
+        override the connection's for this table.
         """
         if mode not in ("create", "overwrite"):
             raise InvalidInputError(f"mode must be 'create' or 'overwrite', got {mode!r}")
-        path = self._table_path(name)
-        if path.exists() and mode == "create":
+        uri, options = self._table_uri(name), self._merged(storage_options)
+        if mode == "create" and self._exists(uri, options):
             if exist_ok:
-                return self.open_table(name)
+                return self.open_table(name, storage_options=storage_options)
             raise TableExistsError(
                 f"table {name!r} already exists; pass mode='overwrite' to replace it or exist_ok=True to open it"
             )
@@ -146,31 +207,33 @@ class Connection:
             if schema is None:
                 raise InvalidInputError("pass data, or schema= for an empty table")
             data = schema.empty_table()
-        _native.table_create(str(path), _to_reader(data, schema), mode == "overwrite")
-        return Table(self, name)
+        _native.table_create(uri, _to_reader(data, schema), mode == "overwrite", options)
+        return Table(self, name, options)
 
-    def open_table(self, name: str) -> Table:
-        """Open table ``name``; the error names close matches if there is none."""
-        path = self._table_path(name)
-        if not path.exists():
-            raise TableNotFoundError(f"no table {name!r} in {self.path}" + did_you_mean(name, self.table_names()))
-        return Table(self, name)
+    def open_table(self, name: str, storage_options: dict[str, Any] | None = None) -> Table:
+        """Open table ``name`` (``storage_options`` override the connection's); the error names close
+        matches if there is none."""
+        uri, options = self._table_uri(name), self._merged(storage_options)
+        if not self._exists(uri, options):
+            raise TableNotFoundError(f"no table {name!r} in {self.uri}" + did_you_mean(name, self.table_names()))
+        return Table(self, name, options)
 
     def drop_table(self, name: str) -> None:
-        """Delete table ``name`` and everything geneva kept for it (checkpoints, UDFs)."""
-        path = self._table_path(name)
-        if not path.exists():
-            raise TableNotFoundError(f"no table {name!r} in {self.path}")
-        shutil.rmtree(path)
+        """Delete table ``name`` and everything geneva kept for it (checkpoints, UDFs, error records)."""
+        uri = self._table_uri(name)
+        if not self._exists(uri, self._storage_options):
+            raise TableNotFoundError(f"no table {name!r} in {self.uri}")
+        _native.store_remove_all(uri, self._storage_options)
 
 
 class Table:
     """A Lance table. Reads see the latest version at the time of the call."""
 
-    def __init__(self, db: Connection, name: str) -> None:
+    def __init__(self, db: Connection, name: str, storage_options: dict[str, str] | None = None) -> None:
         self._db = db
         self.name = name
-        self.uri = str(db._table_path(name))
+        self.uri = db._table_uri(name)
+        self._storage_options = dict(storage_options if storage_options is not None else db._storage_options)
 
     def __repr__(self) -> str:
         return f"geneva.Table({self.name!r}, version={self.version})"
@@ -182,7 +245,7 @@ class Table:
         return pa.schema([f for f in full if not _is_record(f)], metadata=full.metadata)
 
     def _full_schema(self) -> pa.Schema:
-        return _native.table_info(self.uri)[1]
+        return _native.table_info(self.uri, None, self._storage_options)[1]
 
     def _visible(self, columns: list[str] | None) -> list[str] | None:
         if columns is not None:
@@ -192,14 +255,16 @@ class Table:
 
     @property
     def version(self) -> int:
-        return _native.table_info(self.uri)[0]
+        return _native.table_info(self.uri, None, self._storage_options)[0]
 
     def count_rows(self, filter: str | None = None) -> int:
         """Rows in the table, or rows matching ``filter`` (SQL)."""
-        return _native.table_count_rows(self.uri, filter)
+        return _native.table_count_rows(self.uri, filter, None, self._storage_options)
 
     def to_arrow(self, columns: list[str] | None = None, filter: str | None = None) -> pa.Table:
-        return _native.table_scan(self.uri, self._visible(columns), filter).read_all()
+        return _native.table_scan(
+            self.uri, self._visible(columns), filter, storage_options=self._storage_options
+        ).read_all()
 
     def to_pandas(self, columns: list[str] | None = None, filter: str | None = None) -> Any:
         return self.to_arrow(columns, filter).to_pandas()
@@ -207,7 +272,9 @@ class Table:
     def head(self, n: int = 5) -> pa.Table:
         if not isinstance(n, int) or n < 0:
             raise InvalidInputError(f"head(n) needs an int >= 0, got {n!r}")
-        return _native.table_scan(self.uri, self._visible(None), None, n).read_all()
+        return _native.table_scan(
+            self.uri, self._visible(None), None, n, storage_options=self._storage_options
+        ).read_all()
 
     def add(self, data: Any) -> int:
         """Append rows; columns not given (e.g. UDF columns) are null. Returns the new version."""
@@ -219,7 +286,7 @@ class Table:
             for field in missing:
                 table = table.append_column(field, pa.nulls(table.num_rows, field.type))
             reader = table.select(schema.names).to_reader()
-        return _native.table_append(self.uri, reader)
+        return _native.table_append(self.uri, reader, self._storage_options)
 
     # -- UDF columns -------------------------------------------------------------
 
@@ -251,7 +318,7 @@ class Table:
             else:
                 self._replace_udf(existing.field(name), fn)
         if new_fields:
-            _native.table_add_null_columns(self.uri, pa.schema(new_fields))
+            _native.table_add_null_columns(self.uri, pa.schema(new_fields), self._storage_options)
         if backfill:
             for name in specs:
                 self.backfill(name)
@@ -269,7 +336,7 @@ class Table:
         if stored["version"] == fn.version:
             return
         meta = self._store_udf(current.name, fn, stored.get("versions", {}))
-        _native.table_update_field_metadata(self.uri, current.name, {UDF_META: json.dumps(meta)})
+        _native.table_update_field_metadata(self.uri, current.name, {UDF_META: json.dumps(meta)}, self._storage_options)
         status = self.column_status(current.name)
         print(
             f"geneva: UDF of column {current.name!r} changed (version {stored['version']} -> {fn.version}); "
@@ -281,7 +348,7 @@ class Table:
         """Declares the column's version record if it has none (a column added by an older geneva:
         its rows count as computed by an unknown version, so the next backfill recomputes them)."""
         if version_record(column) not in self._full_schema().names:
-            _native.table_add_null_columns(self.uri, pa.schema([_record_field(column)]))
+            _native.table_add_null_columns(self.uri, pa.schema([_record_field(column)]), self._storage_options)
 
     def column_status(self, column: str) -> ColumnStatus:
         """Rows of ``column`` by the UDF version that computed them: the current one, others, or none
@@ -292,7 +359,11 @@ class Table:
         """
         stored = self._udf_meta(column)
         record = version_record(column)
-        counts = _native.table_count_by(self.uri, record) if record in self._full_schema().names else []
+        counts = (
+            _native.table_count_by(self.uri, record, self._storage_options)
+            if record in self._full_schema().names
+            else []
+        )
         if not counts:
             counts = [(None, self.count_rows())]
         from geneva.udf import version_id
@@ -327,12 +398,8 @@ class Table:
     def _store_udf(self, column: str, fn: UDF, versions: dict[str, str]) -> dict[str, Any]:
         import cloudpickle
 
-        folder = Path(self.uri) / "_geneva" / "udfs"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{column}-{fn.version}.pkl"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(cloudpickle.dumps(fn))
-        tmp.replace(path)
+        name = f"{column}-{fn.version}.pkl"
+        _native.store_put(f"{self.uri}/_geneva/udfs/{name}", cloudpickle.dumps(fn), self._storage_options)
         # Every version the column has known, so a status can name the versions its rows came from.
         versions = {**versions, str(fn.version_id): fn.version}
         return {
@@ -340,7 +407,7 @@ class Table:
             "version": fn.version,
             "kind": fn.kind,
             "inputs": fn.input_columns,
-            "path": path.name,
+            "path": name,
             "versions": versions,
         }
 
@@ -349,7 +416,13 @@ class Table:
         import cloudpickle
 
         info = self._udf_meta(column)
-        return cloudpickle.loads((Path(self.uri) / "_geneva" / "udfs" / info["path"]).read_bytes())
+        blob = _native.store_get(f"{self.uri}/_geneva/udfs/{info['path']}", self._storage_options)
+        if blob is None:
+            raise InvalidInputError(
+                f"the UDF of column {column!r} ({info['path']}) is missing from {self.uri}/_geneva/udfs: "
+                f"add it again with tbl.add_columns({{{column!r}: udf}})"
+            )
+        return cloudpickle.loads(blob)
 
     def backfill(self, column: str, **options: Any) -> BackfillResult:
         """Compute ``column`` for the rows that need it; see :func:`geneva.backfill.run` for options.
@@ -369,10 +442,10 @@ class Table:
 
     def backfill_errors(self, job_id: str) -> pa.Table:
         """Per-row errors recorded by a backfill run with ``on_error="skip"``."""
-        path = Path(self.uri) / "_geneva" / "errors" / f"{job_id}.lance"
-        if not path.exists():
+        uri = f"{self.uri}/_geneva/errors/{job_id}.lance"
+        if "_versions" not in _native.store_list(uri, self._storage_options):
             raise InvalidInputError(f"no errors recorded for job {job_id!r} of table {self.name!r}")
-        return _native.table_scan(str(path)).read_all()
+        return _native.table_scan(uri, storage_options=self._storage_options).read_all()
 
 
 def _record_field(column: str) -> pa.Field:

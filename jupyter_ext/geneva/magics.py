@@ -285,7 +285,7 @@ class GenevaMagics(Magics):
         names = connection.table_names()
         if name not in names:
             raise UsageError(
-                f"%backfill: no variable or table named {name!r} in {connection.path}"
+                f"%backfill: no variable or table named {name!r} in {connection.uri}"
                 + did_you_mean(name, names + variables)
             )
         return connection.open_table(name)

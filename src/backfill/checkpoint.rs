@@ -7,6 +7,7 @@
 //! complete; a crash mid-write leaves nothing to reuse, and the rerun writes it.
 
 use super::{BackfillError, FragmentWork, Result};
+use crate::store::StorageOptions;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use futures::TryStreamExt;
@@ -17,12 +18,12 @@ use lance_file::version::stable_file_version;
 use lance_file::versions;
 use lance_file::writer::FileWriterOptions;
 use lance_io::ReadBatchParams;
-use lance_io::object_store::{ObjectStore, ObjectStoreRegistry};
+use lance_io::object_store::ObjectStore;
 use lance_io::scheduler::{ScanScheduler, SchedulerConfig};
 use lance_io::utils::CachedFileSize;
 use object_store::path::Path;
 use std::ops::Range;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 pub const OFFSET_COLUMN: &str = "_offset";
 pub const VALUE_COLUMN: &str = "value";
@@ -30,18 +31,24 @@ pub const VALUE_COLUMN: &str = "value";
 /// not computed, so the next backfill retries them. Stored only when some row failed.
 pub const FAILED_COLUMN: &str = "_failed";
 
-/// Where the checkpoints of one (table, column, UDF version, filter) job live.
+/// Where the checkpoints of one (table, column, UDF version, filter) job live: with the
+/// table, in its store, reached with its storage options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointStore {
     pub root: String,
+    pub options: StorageOptions,
 }
 
 impl CheckpointStore {
     /// `<table>/_geneva/checkpoints/<column>/<job_key>`; `job_key` encodes the
     /// UDF version and the filter, so another UDF or filter never reuses them.
     pub fn new(table_uri: &str, column: &str, job_key: &str) -> Self {
+        Self::with_options(table_uri, column, job_key, StorageOptions::new())
+    }
+
+    pub fn with_options(table_uri: &str, column: &str, job_key: &str, options: StorageOptions) -> Self {
         let table = table_uri.trim_end_matches('/');
-        Self { root: format!("{table}/_geneva/checkpoints/{column}/{job_key}") }
+        Self { root: format!("{table}/_geneva/checkpoints/{column}/{job_key}"), options }
     }
 
     /// The checkpoint of a run of rows: fragment, its input files, and the run's
@@ -54,7 +61,7 @@ impl CheckpointStore {
     /// Every checkpoint under the root (one LIST); files that are not
     /// checkpoints (e.g. a writer's temporary file) are left out.
     pub async fn list(&self) -> Result<Vec<Found>> {
-        let (store, path) = locate(&self.root).await?;
+        let (store, path) = locate(&self.root, &self.options).await?;
         let listed = match store.list_with_delimiter(Some(&path)).await {
             Ok(listed) => listed.objects,
             Err(lance::Error::NotFound { .. }) => Vec::new(),
@@ -140,19 +147,23 @@ pub struct Checkpoint {
     pub failed: Option<BooleanArray>,
 }
 
-/// One registry per process: it keeps the object store of each bucket (its
-/// client and credentials) instead of building one per checkpoint.
-static REGISTRY: LazyLock<Arc<ObjectStoreRegistry>> = LazyLock::new(|| Arc::new(ObjectStoreRegistry::default()));
-
-async fn locate(uri: &str) -> Result<(Arc<ObjectStore>, Path)> {
-    Ok(ObjectStore::from_uri_and_params(REGISTRY.clone(), uri, &Default::default()).await?)
+/// The process's one registry keeps the object store of each bucket (its client and
+/// credentials) instead of building one per checkpoint.
+async fn locate(uri: &str, options: &StorageOptions) -> Result<(Arc<ObjectStore>, Path)> {
+    Ok(crate::store::locate(uri, options).await?)
 }
 
 fn invalid(uri: &str, message: impl Into<String>) -> BackfillError {
     BackfillError::Checkpoint { path: uri.into(), message: message.into() }
 }
 
-pub async fn write(uri: &str, offsets: &UInt32Array, values: ArrayRef, failed: Option<&BooleanArray>) -> Result<()> {
+pub async fn write(
+    uri: &str,
+    options: &StorageOptions,
+    offsets: &UInt32Array,
+    values: ArrayRef,
+    failed: Option<&BooleanArray>,
+) -> Result<()> {
     if offsets.len() != values.len() || failed.is_some_and(|f| f.len() != values.len()) {
         return Err(invalid(uri, format!("{} offsets but {} values", offsets.len(), values.len())));
     }
@@ -169,7 +180,7 @@ pub async fn write(uri: &str, offsets: &UInt32Array, values: ArrayRef, failed: O
     }
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let (store, path) = locate(uri).await?;
+    let (store, path) = locate(uri, options).await?;
     let lance_schema = lance_core::datatypes::Schema::try_from(schema.as_ref())?;
     let object_writer = store.create(&path).await?;
     let mut writer =
@@ -180,8 +191,8 @@ pub async fn write(uri: &str, offsets: &UInt32Array, values: ArrayRef, failed: O
 }
 
 /// The checkpoint at `uri`, or None when there is none.
-pub async fn read(uri: &str) -> Result<Option<Checkpoint>> {
-    let (store, path) = locate(uri).await?;
+pub async fn read(uri: &str, options: &StorageOptions) -> Result<Option<Checkpoint>> {
+    let (store, path) = locate(uri, options).await?;
     if !store.exists(&path).await? {
         return Ok(None);
     }
@@ -241,9 +252,9 @@ pub async fn read(uri: &str) -> Result<Option<Checkpoint>> {
 }
 
 /// Deletes checkpoints (after their fragment is committed); a missing one is not an error.
-pub async fn remove(uris: &[String]) -> Result<()> {
+pub async fn remove(uris: &[String], options: &StorageOptions) -> Result<()> {
     for uri in uris {
-        let (store, path) = locate(uri).await?;
+        let (store, path) = locate(uri, options).await?;
         match store.delete(&path).await {
             Ok(()) | Err(lance::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),

@@ -6,6 +6,7 @@
 
 use super::checkpoint::{self, Checkpoint};
 use super::{BackfillError, Result};
+use crate::store::StorageOptions;
 use crate::table::{self, TableError};
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -33,21 +34,22 @@ pub struct Stamp {
 /// the new table version. Every planned offset must be held by a checkpoint.
 pub async fn commit_fragments(
     table_uri: &str,
+    options: &StorageOptions,
     version: u64,
     column: &str,
     stamp: Option<&Stamp>,
     fragments: &[(u64, Vec<String>, Vec<u32>)],
 ) -> Result<u64> {
-    let mut ds = table::open(table_uri, Some(version)).await?;
+    let mut ds = table::open_with(table_uri, Some(version), options).await?;
     let mut version = version;
     let mut names = vec![column.to_owned()];
     names.extend(stamp.map(|s| s.column.clone()));
     table::validate_columns(&ds, &names)?;
     if let Some(stamp) = stamp {
         let ids: Vec<u64> = fragments.iter().map(|f| f.0).collect();
-        if let Some(v) = record_versions_apart(&ds, column, &stamp.column, &ids).await? {
+        if let Some(v) = record_versions_apart(&ds, options, column, &stamp.column, &ids).await? {
             version = v;
-            ds = table::open(table_uri, Some(version)).await?;
+            ds = table::open_with(table_uri, Some(version), options).await?;
         }
     }
     let fields: Vec<lance_core::datatypes::Field> = names
@@ -63,7 +65,7 @@ pub async fn commit_fragments(
 
     let mut replacements = Vec::with_capacity(fragments.len());
     for (fragment_id, uris, planned) in fragments {
-        let columns = fragment_columns(&ds, *fragment_id, &arrow_fields, stamp, uris, planned).await?;
+        let columns = fragment_columns(&ds, options, *fragment_id, &arrow_fields, stamp, uris, planned).await?;
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let fragment = ds.get_fragment(*fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
             fragment: *fragment_id,
@@ -71,7 +73,7 @@ pub async fn commit_fragments(
         })?;
         replacements.push(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?);
     }
-    commit_with_retry(table_uri, version, replacements).await
+    commit_with_retry(table_uri, options, version, replacements).await
 }
 
 /// Lance replaces a fragment's files only when the new file's fields are all
@@ -79,7 +81,13 @@ pub async fn commit_fragments(
 /// before the column had a version record (an older geneva) covers the one and
 /// not the other: it first gets an all-NULL record ("version unknown", which
 /// is what it was), committed on its own; returns that commit's version.
-async fn record_versions_apart(ds: &Dataset, column: &str, record: &str, fragment_ids: &[u64]) -> Result<Option<u64>> {
+async fn record_versions_apart(
+    ds: &Dataset,
+    options: &StorageOptions,
+    column: &str,
+    record: &str,
+    fragment_ids: &[u64],
+) -> Result<Option<u64>> {
     let id_of = |name: &str| ds.schema().field(name).map(|f| f.id).unwrap_or(-1);
     let (value_id, record_id) = (id_of(column), id_of(record));
     let mut apart = Vec::new();
@@ -103,7 +111,7 @@ async fn record_versions_apart(ds: &Dataset, column: &str, record: &str, fragmen
         let batch = RecordBatch::try_new(schema, vec![new_null_array(&DataType::Int64, rows)])?;
         replacements.push(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?);
     }
-    Ok(Some(commit_with_retry(ds.uri(), ds.version_id(), replacements).await?))
+    Ok(Some(commit_with_retry(ds.uri(), options, ds.version_id(), replacements).await?))
 }
 
 /// The fragment's whole column (one value per physical row): the old values,
@@ -111,6 +119,7 @@ async fn record_versions_apart(ds: &Dataset, column: &str, record: &str, fragmen
 /// record likewise (the stamp's id for computed rows, NULL for failed ones).
 async fn fragment_columns(
     ds: &Dataset,
+    options: &StorageOptions,
     fragment_id: u64,
     fields: &[Field],
     stamp: Option<&Stamp>,
@@ -127,7 +136,7 @@ async fn fragment_columns(
 
     // Read concurrently: each is one small Lance file.
     let read: Vec<Option<Checkpoint>> = futures::stream::iter(uris.to_vec())
-        .map(|uri| async move { checkpoint::read(&uri).await })
+        .map(|uri| async move { checkpoint::read(&uri, options).await })
         .buffered(CONCURRENT_READS)
         .try_collect()
         .await?;
@@ -240,10 +249,15 @@ fn tiles(checkpoints: &[Checkpoint], rows: usize) -> bool {
     next == rows as u64
 }
 
-async fn commit_with_retry(table_uri: &str, version: u64, replacements: Vec<DataReplacementGroup>) -> Result<u64> {
+async fn commit_with_retry(
+    table_uri: &str,
+    options: &StorageOptions,
+    version: u64,
+    replacements: Vec<DataReplacementGroup>,
+) -> Result<u64> {
     let mut last_error = None;
     for _ in 0..COMMIT_ATTEMPTS {
-        let latest = table::open(table_uri, None).await?;
+        let latest = table::open_with(table_uri, None, options).await?;
         // Committing against the latest dataset with the pinned read version lets
         // Lance rebase over compatible commits (e.g. an append) made since.
         let result = Dataset::commit(

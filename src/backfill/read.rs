@@ -1,6 +1,7 @@
 //! A worker's read: only the input columns of only its rows.
 
 use super::{BackfillError, Result};
+use crate::store::StorageOptions;
 use crate::table;
 use arrow::array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
@@ -17,12 +18,12 @@ type OpenedDatasets = HashMap<(String, u64), Arc<Dataset>>;
 static OPENED: Mutex<Option<OpenedDatasets>> = Mutex::new(None);
 const OPENED_MAX: usize = 32;
 
-async fn opened(uri: &str, version: u64) -> Result<Arc<Dataset>> {
+async fn opened(uri: &str, version: u64, options: &StorageOptions) -> Result<Arc<Dataset>> {
     let key = (uri.to_owned(), version);
     if let Some(ds) = OPENED.lock().ok().and_then(|m| m.as_ref()?.get(&key).cloned()) {
         return Ok(ds);
     }
-    let ds = Arc::new(table::open(uri, Some(version)).await?);
+    let ds = Arc::new(table::open_with(uri, Some(version), options).await?);
     if let Ok(mut guard) = OPENED.lock() {
         let map = guard.get_or_insert_with(HashMap::new);
         if map.len() >= OPENED_MAX {
@@ -36,12 +37,13 @@ async fn opened(uri: &str, version: u64) -> Result<Arc<Dataset>> {
 /// Rows at physical `offsets` of fragment `fragment_id`, columns `columns`, in offset order.
 pub async fn read_rows(
     uri: &str,
+    options: &StorageOptions,
     version: u64,
     fragment_id: u64,
     offsets: &[u32],
     columns: &[String],
 ) -> Result<RecordBatch> {
-    let ds = opened(uri, version).await?;
+    let ds = opened(uri, version, options).await?;
     table::validate_columns(&ds, columns)?;
     if let Some(range) = super::gapless(offsets) {
         return read_range(&ds, fragment_id, range, columns).await;
@@ -111,6 +113,7 @@ impl RunReader {
     pub fn start(
         runtime: &tokio::runtime::Handle,
         uri: String,
+        options: StorageOptions,
         version: u64,
         fragment_id: u64,
         ranges: Vec<Range<u32>>,
@@ -119,7 +122,7 @@ impl RunReader {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let producer = runtime.spawn(async move {
             let sender = tx.clone();
-            if let Err(e) = produce(sender, &uri, version, fragment_id, &ranges, &columns).await {
+            if let Err(e) = produce(sender, &uri, &options, version, fragment_id, &ranges, &columns).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -141,12 +144,13 @@ impl Drop for RunReader {
 async fn produce(
     tx: tokio::sync::mpsc::Sender<Result<RecordBatch>>,
     uri: &str,
+    options: &StorageOptions,
     version: u64,
     fragment_id: u64,
     ranges: &[Range<u32>],
     columns: &[String],
 ) -> Result<()> {
-    let ds = opened(uri, version).await?;
+    let ds = opened(uri, version, options).await?;
     table::validate_columns(&ds, columns)?;
     let reader = RangeReader::open(&ds, fragment_id, columns).await?;
     for stretch in stretches(ranges) {

@@ -57,6 +57,10 @@ pub struct ClusterSpec {
     pub workers: Vec<GroupSpec>,
     #[serde(default)]
     pub extra_env: BTreeMap<String, String>,
+    /// Variables whose values come from Kubernetes Secrets: name -> "secret-name/key". They
+    /// become `valueFrom.secretKeyRef`, so no secret is ever plain text in a RayCluster.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// Defaults per pod when the spec says nothing: enough for Ray to start and run a few tasks.
@@ -144,7 +148,15 @@ fn pod_template(
         "name": container,
         "image": group.image.clone().unwrap_or_else(|| spec.default_image.clone()),
         "resources": {"requests": resources.clone(), "limits": resources},
-        "env": env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+        "env": env
+            .iter()
+            .filter(|(k, _)| !spec.secret_env.contains_key(*k))
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .chain(spec.secret_env.iter().map(|(k, reference)| {
+                let (secret, key) = reference.split_once('/').unwrap_or((reference.as_str(), ""));
+                json!({"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+            }))
+            .collect::<Vec<_>>(),
     });
     if let Some(ports) = ports {
         container_spec["ports"] = ports;
@@ -194,6 +206,7 @@ mod tests {
                 ..Default::default()
             }],
             extra_env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
         }
     }
 

@@ -4,6 +4,7 @@ use super::block_on;
 use super::errors::backfill_error;
 use crate::backfill::checkpoint::{self, Found};
 use crate::backfill::{self, CheckpointStore, Plan, Stamp, read};
+use crate::store::StorageOptions;
 use crate::table;
 use arrow::array::{Array, ArrayData, BooleanArray, UInt32Array, make_array};
 use arrow::record_batch::RecordBatch;
@@ -120,11 +121,11 @@ impl BackfillPlan {
             .filter(|f| fragment_ids.contains(&f.fragment_id))
             .map(|f| (f.fragment_id, backfill::checkpoints_of(f, &found), f.offsets.clone()))
             .collect();
-        let (uri, version) = (self.uri.clone(), self.plan.version);
+        let (uri, version, options) = (self.uri.clone(), self.plan.version, self.store.options.clone());
         let stamp = stamp.map(|(column, id)| Stamp { column, id });
         block_on(
             py,
-            async move { backfill::commit_fragments(&uri, version, &column, stamp.as_ref(), &groups).await },
+            async move { backfill::commit_fragments(&uri, &options, version, &column, stamp.as_ref(), &groups).await },
             backfill_error,
         )
     }
@@ -133,7 +134,8 @@ impl BackfillPlan {
     fn remove_checkpoints(&self, py: Python<'_>, fragment_ids: Vec<u64>) -> PyResult<()> {
         let uris: Vec<String> =
             self.listed(py)?.into_iter().filter(|f| fragment_ids.contains(&f.fragment_id)).map(|f| f.uri).collect();
-        block_on(py, async move { checkpoint::remove(&uris).await }, backfill_error)
+        let options = self.store.options.clone();
+        block_on(py, async move { checkpoint::remove(&uris, &options).await }, backfill_error)
     }
 }
 
@@ -144,7 +146,9 @@ impl BackfillPlan {
 /// that never had it filled is planned whole, without a scan; `count_by`: the UDF version
 /// record to count the planned rows by.
 #[pyfunction]
-#[pyo3(signature = (uri, column, job_key, input_columns, filter=None, stale=None, null_target=None, count_by=None))]
+#[pyo3(signature = (
+    uri, column, job_key, input_columns, filter=None, stale=None, null_target=None, count_by=None, storage_options=None
+))]
 #[allow(clippy::too_many_arguments)]
 fn plan_backfill(
     py: Python<'_>,
@@ -156,13 +160,15 @@ fn plan_backfill(
     stale: Option<String>,
     null_target: Option<String>,
     count_by: Option<String>,
+    storage_options: Option<StorageOptions>,
 ) -> PyResult<BackfillPlan> {
-    let store = CheckpointStore::new(&uri, &column, &job_key);
+    let options = storage_options.unwrap_or_default();
+    let store = CheckpointStore::with_options(&uri, &column, &job_key, options.clone());
     let table_uri = uri.clone();
     let plan = block_on(
         py,
         async move {
-            let ds = table::open(&uri, None).await?;
+            let ds = table::open_with(&uri, None, &options).await?;
             table::validate_columns(&ds, std::slice::from_ref(&column))?;
             if let Some(f) = &filter {
                 table::validate_filter(&ds, f).await?;
@@ -188,6 +194,7 @@ fn offsets_of(data: PyArrowType<ArrayData>) -> PyResult<UInt32Array> {
 
 /// The `columns` of fragment rows at physical `offsets`, at `version`.
 #[pyfunction]
+#[pyo3(signature = (uri, version, fragment_id, offsets, columns, storage_options=None))]
 fn read_rows(
     py: Python<'_>,
     uri: String,
@@ -195,11 +202,13 @@ fn read_rows(
     fragment_id: u64,
     offsets: PyArrowType<ArrayData>,
     columns: Vec<String>,
+    storage_options: Option<StorageOptions>,
 ) -> PyResult<PyArrowType<RecordBatch>> {
     let offsets = offsets_of(offsets)?;
+    let options = storage_options.unwrap_or_default();
     let batch = block_on(
         py,
-        async move { read::read_rows(&uri, version, fragment_id, offsets.values(), &columns).await },
+        async move { read::read_rows(&uri, &options, version, fragment_id, offsets.values(), &columns).await },
         backfill_error,
     )?;
     Ok(PyArrowType(batch))
@@ -244,12 +253,14 @@ impl RowRuns {
 /// Starts reading `ranges` ([start, end) physical offsets, ascending) of fragment
 /// `fragment_id`, columns `columns`: one batch per range, in order.
 #[pyfunction]
+#[pyo3(signature = (uri, version, fragment_id, ranges, columns, storage_options=None))]
 fn read_runs(
     uri: String,
     version: u64,
     fragment_id: u64,
     ranges: Vec<(u32, u32)>,
     columns: Vec<String>,
+    storage_options: Option<StorageOptions>,
 ) -> PyResult<RowRuns> {
     if let Some((start, end)) = ranges.iter().find(|(s, e)| s >= e) {
         return Err(pyo3::exceptions::PyValueError::new_err(format!("empty row range {start}..{end}")));
@@ -258,7 +269,9 @@ fn read_runs(
         return Err(pyo3::exceptions::PyValueError::new_err("row ranges must ascend without overlapping"));
     }
     let ranges = ranges.into_iter().map(|(s, e)| s..e).collect();
-    let reader = read::RunReader::start(crate::runtime::runtime().handle(), uri, version, fragment_id, ranges, columns);
+    let options = storage_options.unwrap_or_default();
+    let runtime = crate::runtime::runtime();
+    let reader = read::RunReader::start(runtime.handle(), uri, options, version, fragment_id, ranges, columns);
     Ok(RowRuns { reader: std::sync::Mutex::new(Some(reader)) })
 }
 
@@ -266,7 +279,8 @@ fn read_runs(
 /// one checkpoint under `root`; `failed` (bool per row) marks rows whose UDF call
 /// failed (their value is NULL and they stay to be computed); returns its URI.
 #[pyfunction]
-#[pyo3(signature = (root, fragment_id, input_digest, offsets, values, failed=None))]
+#[pyo3(signature = (root, fragment_id, input_digest, offsets, values, failed=None, storage_options=None))]
+#[allow(clippy::too_many_arguments)]
 fn checkpoint_write(
     py: Python<'_>,
     root: String,
@@ -275,6 +289,7 @@ fn checkpoint_write(
     offsets: PyArrowType<ArrayData>,
     values: PyArrowType<ArrayData>,
     failed: Option<PyArrowType<ArrayData>>,
+    storage_options: Option<StorageOptions>,
 ) -> PyResult<String> {
     let offsets = offsets_of(offsets)?;
     let values = make_array(values.0);
@@ -288,11 +303,12 @@ fn checkpoint_write(
                 .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("failed must be a pyarrow bool array"))?,
         ),
     };
-    let uri = CheckpointStore { root }.uri(fragment_id, &input_digest, offsets.values());
+    let options = storage_options.unwrap_or_default();
+    let uri = CheckpointStore { root, options: Default::default() }.uri(fragment_id, &input_digest, offsets.values());
     block_on(
         py,
         async move {
-            checkpoint::write(&uri, &offsets, values, failed.as_ref()).await?;
+            checkpoint::write(&uri, &options, &offsets, values, failed.as_ref()).await?;
             Ok::<_, backfill::BackfillError>(uri)
         },
         backfill_error,

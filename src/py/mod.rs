@@ -6,6 +6,7 @@ mod errors;
 mod kuberay;
 mod package;
 mod platform;
+mod store;
 mod table;
 
 use pyo3::prelude::*;
@@ -17,6 +18,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     platform::register(m)?;
     table::register(m)?;
+    store::register(m)?;
     backfill::register(m)?;
     package::register(m)?;
     kuberay::register(m)?;

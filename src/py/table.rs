@@ -2,6 +2,7 @@
 
 use super::block_on;
 use super::errors::table_error;
+use crate::store::StorageOptions;
 use crate::table;
 use arrow::array::{RecordBatchIterator, RecordBatchReader};
 use arrow::datatypes::Schema;
@@ -12,28 +13,44 @@ use std::collections::HashMap;
 
 type Reader = PyArrowType<ArrowArrayStreamReader>;
 
+type Options = Option<StorageOptions>;
+
 /// Writes a new table from a pyarrow RecordBatchReader; returns its version.
 #[pyfunction]
-fn table_create(py: Python<'_>, uri: String, data: Reader, overwrite: bool) -> PyResult<u64> {
+#[pyo3(signature = (uri, data, overwrite, storage_options=None))]
+fn table_create(py: Python<'_>, uri: String, data: Reader, overwrite: bool, storage_options: Options) -> PyResult<u64> {
     let reader: Box<dyn RecordBatchReader + Send> = Box::new(data.0);
-    block_on(py, async move { table::create(&uri, reader, overwrite).await.map(|ds| ds.version_id()) }, table_error)
+    let options = storage_options.unwrap_or_default();
+    block_on(
+        py,
+        async move { table::create_with(&uri, reader, overwrite, &options).await.map(|ds| ds.version_id()) },
+        table_error,
+    )
 }
 
 /// Appends rows; returns the new version.
 #[pyfunction]
-fn table_append(py: Python<'_>, uri: String, data: Reader) -> PyResult<u64> {
+#[pyo3(signature = (uri, data, storage_options=None))]
+fn table_append(py: Python<'_>, uri: String, data: Reader, storage_options: Options) -> PyResult<u64> {
     let reader: Box<dyn RecordBatchReader + Send> = Box::new(data.0);
-    block_on(py, async move { table::append(&uri, reader).await }, table_error)
+    let options = storage_options.unwrap_or_default();
+    block_on(py, async move { table::append(&uri, reader, &options).await }, table_error)
 }
 
 /// (version, schema) of the table at `uri`.
 #[pyfunction]
-#[pyo3(signature = (uri, version=None))]
-fn table_info(py: Python<'_>, uri: String, version: Option<u64>) -> PyResult<(u64, PyArrowType<Schema>)> {
+#[pyo3(signature = (uri, version=None, storage_options=None))]
+fn table_info(
+    py: Python<'_>,
+    uri: String,
+    version: Option<u64>,
+    storage_options: Options,
+) -> PyResult<(u64, PyArrowType<Schema>)> {
+    let options = storage_options.unwrap_or_default();
     block_on(
         py,
         async move {
-            let ds = table::open(&uri, version).await?;
+            let ds = table::open_with(&uri, version, &options).await?;
             Ok::<_, table::TableError>((ds.version_id(), PyArrowType(Schema::from(ds.schema()))))
         },
         table_error,
@@ -41,12 +58,19 @@ fn table_info(py: Python<'_>, uri: String, version: Option<u64>) -> PyResult<(u6
 }
 
 #[pyfunction]
-#[pyo3(signature = (uri, filter=None, version=None))]
-fn table_count_rows(py: Python<'_>, uri: String, filter: Option<String>, version: Option<u64>) -> PyResult<usize> {
+#[pyo3(signature = (uri, filter=None, version=None, storage_options=None))]
+fn table_count_rows(
+    py: Python<'_>,
+    uri: String,
+    filter: Option<String>,
+    version: Option<u64>,
+    storage_options: Options,
+) -> PyResult<usize> {
+    let options = storage_options.unwrap_or_default();
     block_on(
         py,
         async move {
-            let ds = table::open(&uri, version).await?;
+            let ds = table::open_with(&uri, version, &options).await?;
             table::count_rows(&ds, filter.as_deref()).await
         },
         table_error,
@@ -55,7 +79,7 @@ fn table_count_rows(py: Python<'_>, uri: String, filter: Option<String>, version
 
 /// Rows as a pyarrow RecordBatchReader.
 #[pyfunction]
-#[pyo3(signature = (uri, columns=None, filter=None, limit=None, version=None))]
+#[pyo3(signature = (uri, columns=None, filter=None, limit=None, version=None, storage_options=None))]
 fn table_scan(
     py: Python<'_>,
     uri: String,
@@ -63,11 +87,13 @@ fn table_scan(
     filter: Option<String>,
     limit: Option<i64>,
     version: Option<u64>,
+    storage_options: Options,
 ) -> PyResult<PyArrowType<Box<dyn RecordBatchReader + Send>>> {
+    let options = storage_options.unwrap_or_default();
     let (schema, batches) = block_on(
         py,
         async move {
-            let ds = table::open(&uri, version).await?;
+            let ds = table::open_with(&uri, version, &options).await?;
             table::scan(&ds, columns.as_deref(), filter.as_deref(), limit).await
         },
         table_error,
@@ -79,29 +105,46 @@ fn table_scan(
 
 /// Declares all-null columns from a pyarrow schema; returns the new version.
 #[pyfunction]
-fn table_add_null_columns(py: Python<'_>, uri: String, schema: PyArrowType<Schema>) -> PyResult<u64> {
+#[pyo3(signature = (uri, schema, storage_options=None))]
+fn table_add_null_columns(
+    py: Python<'_>,
+    uri: String,
+    schema: PyArrowType<Schema>,
+    storage_options: Options,
+) -> PyResult<u64> {
     let fields = schema.0.fields().iter().map(|f| f.as_ref().clone()).collect();
-    block_on(py, async move { table::add_null_columns(&uri, fields).await }, table_error)
+    let options = storage_options.unwrap_or_default();
+    block_on(py, async move { table::add_null_columns_with(&uri, fields, &options).await }, table_error)
 }
 
 /// Merges string pairs into a column's field metadata; returns the new version.
 #[pyfunction]
+#[pyo3(signature = (uri, column, values, storage_options=None))]
 fn table_update_field_metadata(
     py: Python<'_>,
     uri: String,
     column: String,
     values: HashMap<String, String>,
+    storage_options: Options,
 ) -> PyResult<u64> {
-    block_on(py, async move { table::update_field_metadata(&uri, &column, values).await }, table_error)
+    let options = storage_options.unwrap_or_default();
+    block_on(py, async move { table::update_field_metadata(&uri, &column, values, &options).await }, table_error)
 }
 
 /// Rows by the value of an Int64 version-record column: [(version id or None, rows)], ascending.
 #[pyfunction]
-fn table_count_by(py: Python<'_>, uri: String, column: String) -> PyResult<Vec<(Option<i64>, u64)>> {
+#[pyo3(signature = (uri, column, storage_options=None))]
+fn table_count_by(
+    py: Python<'_>,
+    uri: String,
+    column: String,
+    storage_options: Options,
+) -> PyResult<Vec<(Option<i64>, u64)>> {
+    let options = storage_options.unwrap_or_default();
     block_on(
         py,
         async move {
-            let ds = table::open(&uri, None).await?;
+            let ds = table::open_with(&uri, None, &options).await?;
             Ok::<_, table::TableError>(table::count_by(&ds, &column).await?.into_iter().collect())
         },
         table_error,

@@ -5,11 +5,13 @@ pub mod filter;
 
 pub use filter::{FilterError, check_filter, close_matches};
 
+use crate::store::StorageOptions;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use futures::TryStreamExt;
 use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{NewColumnTransform, WriteMode, WriteParams};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,13 +55,23 @@ impl TableError {
     }
 }
 
-/// Opens the table at `uri`, at `version` or the latest.
+/// Opens the table at `uri` (a folder, or an object store URI with the environment's settings),
+/// at `version` or the latest.
 pub async fn open(uri: &str, version: Option<u64>) -> Result<Dataset> {
-    let ds = Dataset::open(uri).await.map_err(|e| TableError::from_lance(uri, e))?;
-    match version {
-        Some(v) if v != ds.version_id() => ds.checkout_version(v).await.map_err(|e| TableError::from_lance(uri, e)),
-        _ => Ok(ds),
+    open_with(uri, version, &StorageOptions::new()).await
+}
+
+/// Opens the table at `uri` with `options` (see `crate::store`), at `version` or the latest.
+pub async fn open_with(uri: &str, version: Option<u64>, options: &StorageOptions) -> Result<Dataset> {
+    crate::store::validate(uri, options).map_err(|e| TableError::Invalid(e.to_string()))?;
+    let mut builder = DatasetBuilder::from_uri(uri).with_session(crate::store::session());
+    if !options.is_empty() {
+        builder = builder.with_storage_options(options.clone());
     }
+    if let Some(v) = version {
+        builder = builder.with_version(v);
+    }
+    builder.load().await.map_err(|e| TableError::from_lance(uri, e))
 }
 
 /// Writes a new table (or a new version replacing all rows, when `overwrite`).
@@ -68,14 +80,33 @@ pub async fn create(
     reader: Box<dyn arrow::array::RecordBatchReader + Send>,
     overwrite: bool,
 ) -> Result<Dataset> {
-    let params =
-        WriteParams { mode: if overwrite { WriteMode::Overwrite } else { WriteMode::Create }, ..Default::default() };
+    create_with(uri, reader, overwrite, &StorageOptions::new()).await
+}
+
+/// `create` on a store reached with `options`.
+pub async fn create_with(
+    uri: &str,
+    reader: Box<dyn arrow::array::RecordBatchReader + Send>,
+    overwrite: bool,
+    options: &StorageOptions,
+) -> Result<Dataset> {
+    crate::store::validate(uri, options).map_err(|e| TableError::Invalid(e.to_string()))?;
+    let params = WriteParams {
+        mode: if overwrite { WriteMode::Overwrite } else { WriteMode::Create },
+        store_params: Some(crate::store::params(options)),
+        session: Some(crate::store::session()),
+        ..Default::default()
+    };
     Dataset::write(reader, uri, Some(params)).await.map_err(|e| TableError::from_lance(uri, e))
 }
 
 /// Appends rows; returns the new version.
-pub async fn append(uri: &str, reader: Box<dyn arrow::array::RecordBatchReader + Send>) -> Result<u64> {
-    let mut ds = open(uri, None).await?;
+pub async fn append(
+    uri: &str,
+    reader: Box<dyn arrow::array::RecordBatchReader + Send>,
+    options: &StorageOptions,
+) -> Result<u64> {
+    let mut ds = open_with(uri, None, options).await?;
     let incoming = reader.schema();
     let ours = Schema::from(ds.schema());
     for field in incoming.fields() {
@@ -156,7 +187,12 @@ pub async fn scan(
 
 /// Declares new all-null columns (metadata only: no data is written); returns the new version.
 pub async fn add_null_columns(uri: &str, fields: Vec<Field>) -> Result<u64> {
-    let mut ds = open(uri, None).await?;
+    add_null_columns_with(uri, fields, &StorageOptions::new()).await
+}
+
+/// `add_null_columns` on a store reached with `options`.
+pub async fn add_null_columns_with(uri: &str, fields: Vec<Field>, options: &StorageOptions) -> Result<u64> {
+    let mut ds = open_with(uri, None, options).await?;
     let existing = column_names(&ds);
     if let Some(dup) = fields.iter().find(|f| existing.contains(f.name())) {
         return Err(TableError::ColumnExists(dup.name().clone()));
@@ -169,8 +205,13 @@ pub async fn add_null_columns(uri: &str, fields: Vec<Field>) -> Result<u64> {
 }
 
 /// Merges `values` into the metadata of field `column`; returns the new version.
-pub async fn update_field_metadata(uri: &str, column: &str, values: HashMap<String, String>) -> Result<u64> {
-    let mut ds = open(uri, None).await?;
+pub async fn update_field_metadata(
+    uri: &str,
+    column: &str,
+    values: HashMap<String, String>,
+    options: &StorageOptions,
+) -> Result<u64> {
+    let mut ds = open_with(uri, None, options).await?;
     validate_columns(&ds, &[column.to_owned()])?;
     ds.update_field_metadata().update(column, values).map_err(TableError::Lance)?.await.map_err(TableError::Lance)?;
     Ok(ds.version_id())

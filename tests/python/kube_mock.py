@@ -14,6 +14,7 @@ Ray head's client port, so a session goes through the whole path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import itertools
@@ -95,6 +96,13 @@ class KubeMock:
 
     def close(self) -> None:
         async def stop() -> None:
+            # Port-forward streams a client left open (a Ray Client channel that outlives its
+            # session's exit by a moment) would hold the server's shutdown past its timeout.
+            for sockets in list(self._sockets.values()):
+                for ws in sockets:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(ws.close(), 2)
+            self._sockets.clear()
             await self._runner.cleanup()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)

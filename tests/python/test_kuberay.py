@@ -209,3 +209,46 @@ def test_a_failed_enter_reports_its_own_error_not_the_teardowns(kube, workspace,
     assert "etcdserver" not in str(err.value)
     assert "could not delete KubeRay cluster geneva/geneva-unreachable" in capfd.readouterr().err
     assert _mgr.active_session() is None
+
+
+def test_secrets_reach_the_pods_by_reference_never_as_plain_text():
+    import jsonschema
+
+    manifest = mgr2.ray_cluster(
+        **docs_example(
+            dry_run=True,
+            extra_env={"HF_HOME": "/cache/hf"},
+            secret_env={"AWS_SECRET_ACCESS_KEY": "aws-creds/secret-access-key", "HF_TOKEN": "hf/token"},
+        )
+    )
+    crd = yaml.safe_load(CRD.read_text())
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    jsonschema.validate(manifest, v1["schema"]["openAPIV3Schema"])
+    pods = [manifest["spec"]["headGroupSpec"], *manifest["spec"]["workerGroupSpecs"]]
+    for group in pods:
+        env = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert env["AWS_SECRET_ACCESS_KEY"] == {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "aws-creds", "key": "secret-access-key"}},
+        }
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
+        assert env["HF_HOME"] == {"name": "HF_HOME", "value": "/cache/hf"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"extra_env": {"AWS_SECRET_ACCESS_KEY": "abc"}}, r"looks like a secret.*secret_env=\{'AWS_SECRET_ACCESS_KEY'"),
+        ({"extra_env": {"HF_TOKEN": "abc"}}, r"extra_env\['HF_TOKEN'\] looks like a secret"),
+        ({"secret_env": {"X": "no-key"}}, r"expected 'secret-name/key'"),
+    ],
+)
+def test_plain_text_secrets_are_refused_for_kuberay(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message) as err:
+        mgr2.ray_cluster(**docs_example(dry_run=True, **kwargs))
+    assert "abc" not in str(err.value)
+
+
+def test_secret_env_needs_a_kuberay_cluster():
+    with pytest.raises(InvalidInputError, match="secret_env= names Kubernetes Secrets"):
+        _mgr.ray_cluster(addr="127.0.0.1:10001", secret_env={"A": "s/k"})

@@ -61,6 +61,8 @@ PARAMETERS = (
     "workspace",
     "workspace_max_files",
     "workspace_max_bytes",
+    "forward_credentials",
+    "secret_env",
 )
 DEFAULT_CLIENT_PORT = 10001
 
@@ -247,6 +249,8 @@ class RayClusterSession:
         workspace: str | None = None,
         workspace_max_files: int | None = None,
         workspace_max_bytes: int | None = None,
+        forward_credentials: bool = True,
+        secret_env: dict[str, str] | None = None,
     ) -> None:
         kuberay = name is not None or namespace is not None or head_group is not None or bool(worker_groups)
         if addr is not None and use_portforwarding:
@@ -277,6 +281,9 @@ class RayClusterSession:
         if not isinstance(wait_timeout, (int, float)) or isinstance(wait_timeout, bool) or wait_timeout <= 0:
             raise InvalidInputError(f"wait_timeout={wait_timeout!r}: expected a number of seconds > 0")
         _check_ownership_and_workspace(adopt, kuberay, workspace, workspace_max_files, workspace_max_bytes)
+        _check_secret_env(secret_env, extra_env, kuberay)
+        if not isinstance(forward_credentials, bool):
+            raise InvalidInputError(f"forward_credentials={forward_credentials!r}: expected True or False")
         if dry_run and not kuberay:
             raise InvalidInputError(
                 "dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)"
@@ -308,6 +315,11 @@ class RayClusterSession:
         self.workspace = workspace  # the folder that ships as the workspace layer (default: the working folder)
         self.workspace_max_files = workspace_max_files
         self.workspace_max_bytes = workspace_max_bytes
+        # Tables' storage options travel with the tasks; False: the workers use their own (a node
+        # role, the image, the environment).
+        self.forward_credentials = forward_credentials
+        self.secret_env = dict(secret_env or {})  # KubeRay: name -> "secret-name/key" (secretKeyRef)
+        self.reachable: set[str] = set()  # table URIs a probe task opened on this cluster
         from geneva.runners.ray.kuberay import new_session_id
 
         self.session_id = new_session_id()
@@ -707,6 +719,38 @@ def _check_ownership_and_workspace(adopt: Any, kuberay: bool, workspace: Any, ma
         raise InvalidInputError(f"adopt={adopt!r}: expected True or False")
     if adopt and not kuberay:
         raise InvalidInputError("adopt=True takes over an existing KubeRay cluster: pass name= too")
+
+
+_SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
+
+
+def _check_secret_env(secret_env: Any, extra_env: dict[str, str] | None, kuberay: bool) -> None:
+    """KubeRay pod specs never hold a secret as plain text: secrets come from Kubernetes Secrets."""
+    import re
+
+    if secret_env is not None:
+        if not kuberay:
+            raise InvalidInputError(
+                "secret_env= names Kubernetes Secrets for a KubeRay cluster's pods: pass name= too "
+                "(on an existing cluster, give the workers their credentials with extra_env= or a role)"
+            )
+        if not isinstance(secret_env, dict):
+            raise InvalidInputError(
+                "secret_env=...: expected a dict, e.g. {'AWS_SECRET_ACCESS_KEY': 'aws-creds/secret'}"
+            )
+        for name, ref in secret_env.items():
+            if not isinstance(ref, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+", ref):
+                raise InvalidInputError(
+                    f"secret_env[{name!r}]: expected 'secret-name/key' (a Kubernetes Secret and one of its keys), "
+                    "e.g. 'aws-creds/secret-access-key'"
+                )
+    if kuberay:
+        for name in extra_env or {}:
+            if any(word in name.upper() for word in _SECRET_WORDS):
+                raise InvalidInputError(
+                    f"extra_env[{name!r}] looks like a secret, and extra_env is written as plain text into the "
+                    f"RayCluster: put it in a Kubernetes Secret and pass secret_env={{{name!r}: 'secret-name/key'}}"
+                )
 
 
 def _show(obj: Any) -> None:

@@ -55,6 +55,7 @@ def spec_of(session: RayClusterSession, facts: dict[str, str]) -> dict[str, Any]
         "head": head.to_dict(),
         "workers": [w.to_dict() for w in workers],
         "extra_env": session.extra_env,
+        "secret_env": session.secret_env,
     }
 
 

@@ -1,0 +1,54 @@
+"""A remote cluster and a table on object storage: before anything is dispatched one probe task
+opens the table on the cluster, as the tasks will; a table the cluster cannot open is refused with
+the URI and the fix, the table unchanged. The notebook's storage options travel with the tasks
+(forward_credentials=True, the default) or the workers use their own (False).
+
+The head here runs on this machine (tests/python/ray_head.py), so it sees the notebook's folders:
+the case of a local-folder table on a cluster that cannot see it needs a node that shares no disk,
+which these tests do not start yet."""
+
+from __future__ import annotations
+
+import geneva
+import pyarrow as pa
+import pytest
+from geneva.exceptions import BackfillError
+from geneva.runners.ray._mgr import ray_cluster
+
+
+@geneva.udf(data_type=pa.int64())
+def tripled(x: int) -> int:
+    return 3 * x
+
+
+def test_the_cluster_opens_the_table_first_and_without_credentials_it_cannot(head, workspace, s3_server, tmp_path):
+    options = {
+        "aws_endpoint": s3_server.endpoint,
+        "allow_http": "true",
+        "aws_region": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    db = geneva.connect(s3_server.uri(f"remote-{tmp_path.name}"), storage_options=options)
+    tbl = db.create_table("t", pa.table({"x": list(range(60))}))
+    tbl.add_columns({"y": tripled})
+    version = tbl.version
+
+    # The workers' own credentials: this head has none (no AWS_* in its environment).
+    with (
+        ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True, forward_credentials=False),
+        pytest.raises(BackfillError) as err,
+    ):
+        tbl.backfill("y")
+    message = str(err.value)
+    assert f"cannot open table {tbl.uri} at version {version}" in message
+    assert "forward_credentials" in message and "Nothing was dispatched; the table is unchanged" in message
+    assert "testing" not in message  # no credential in the error
+    assert tbl.version == version and tbl.to_arrow()["y"].null_count == 60
+
+    # The notebook's options travel with the tasks: the probe passes once, the backfill runs.
+    with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True) as session:
+        assert tbl.backfill("y", where="x < 20").rows_processed == 20
+        assert session.reachable == {tbl.uri}
+        assert tbl.backfill("y").rows_processed == 40
+    assert tbl.to_arrow().sort_by("x")["y"].to_pylist() == [3 * x for x in range(60)]
