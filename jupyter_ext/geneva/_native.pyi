@@ -120,6 +120,12 @@ class BackfillPlan:
         """Commit whole fragments from their checkpoints as one DataReplacement, with the version record
         ``stamp`` = (record column, UDF version id) in the same files; returns the new version."""
     def remove_checkpoints(self, fragment_ids: list[int]) -> None: ...
+    def prepare_records(self, column: str, fragment_ids: list[int], stamp: tuple[str, int]) -> int:
+        """Driver, before files are prepared on the cluster: the version to prepare and commit at."""
+    def fragment_work(self, fragment_ids: list[int]) -> list[tuple[int, list[str], list[tuple[int, int]]]]:
+        """(fragment id, checkpoint URIs, planned offsets as [start, end) runs) per fragment."""
+    def commit_prepared(self, version: int, prepared: list[bytes]) -> int:
+        """Driver: publish files the workers prepared as one DataReplacement; the new version."""
 
 def plan_backfill(
     uri: str,
@@ -171,6 +177,18 @@ def checkpoint_write(
 ) -> str:
     """Store the values of a run of one fragment's rows as one checkpoint under ``root`` (``failed``: bool per
     row, rows the UDF failed on, which stay to be computed); returns its URI."""
+
+def prepare_fragment(
+    uri: str,
+    version: int,
+    column: str,
+    stamp: tuple[str, int],
+    fragment_id: int,
+    checkpoints: list[str],
+    runs: list[tuple[int, int]],
+    storage_options: dict[str, str] | None = None,
+) -> bytes:
+    """Worker: write a fragment's new column file from its checkpoints; the file, as bytes for the driver."""
 
 # -- environment verdicts (src/py/package.rs) --------------------------------------------------
 

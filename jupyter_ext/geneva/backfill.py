@@ -309,6 +309,7 @@ class Job:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._errors_written = False
+        self._remote_commit: tuple[Any, dict[str, str] | None] | None = None  # (ray, storage options)
         self._progress = Progress(
             job_id=self.job_id,
             column=column,
@@ -515,6 +516,8 @@ class Job:
             store = None
         if session is not None and session.kind != "local":
             self._check_reachable(ray, session, store)
+            # The fragments' new files are written on the cluster too: the driver commits metadata only.
+            self._remote_commit = (ray, store)
         tasks_left = Counter(t["fragment_id"] for t in tasks)
         queue = deque(tasks)
         inflight: dict[Any, dict[str, Any]] = {}
@@ -603,7 +606,22 @@ class Job:
         of the committed rows (so a job cancelled later keeps them) and drops the checkpoints."""
         self._update(stage="committing")
         stamp = (version_record(self.column), self.udf.version_id)
-        tally.version = self._plan.commit(self.column, fragment_ids, stamp)
+        if self._remote_commit is None:
+            tally.version = self._plan.commit(self.column, fragment_ids, stamp)
+        else:
+            ray, store = self._remote_commit
+            version = self._plan.prepare_records(self.column, fragment_ids, stamp)
+            prepare = _remote_prepare(ray)
+            refs = [
+                prepare.remote(self.table.uri, version, self.column, stamp, fid, checkpoints, runs, store)
+                for fid, checkpoints, runs in self._plan.fragment_work(fragment_ids)
+            ]
+            try:
+                prepared = ray.get(refs)
+            except ray.exceptions.RayError as exc:
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+                raise BackfillError(f"writing fragments {fragment_ids} on the cluster failed: {cause}") from None
+            tally.version = self._plan.commit_prepared(version, prepared)
         committed = set(fragment_ids)
         errors = [e for e in tally.errors if e["fragment_id"] in committed]
         if errors:
@@ -634,6 +652,17 @@ class Job:
         else:
             _native.table_create(uri, rows.to_reader(), False, self.table._storage_options)
             self._errors_written = True
+
+
+@functools.cache
+def _remote_prepare(ray: Any) -> Any:
+    """The task that writes a fragment's new column file on the cluster (light: no CPU reserved,
+    so it never waits behind the UDF tasks)."""
+    return ray.remote(num_cpus=0, max_retries=1)(_prepare_fragment)
+
+
+def _prepare_fragment(*args: Any) -> bytes:
+    return _native.prepare_fragment(*args)
 
 
 @functools.cache

@@ -32,6 +32,8 @@ pub struct Stamp {
 /// Commits `fragments` (fragment id, its checkpoint URIs, its planned offsets)
 /// of `column` at `version`, with `stamp`'s version record when given; returns
 /// the new table version. Every planned offset must be held by a checkpoint.
+/// Here all in this process; on a cluster the workers `prepare_fragment` and the
+/// driver only `prepare_records` and `commit_prepared`.
 pub async fn commit_fragments(
     table_uri: &str,
     options: &StorageOptions,
@@ -40,18 +42,50 @@ pub async fn commit_fragments(
     stamp: Option<&Stamp>,
     fragments: &[(u64, Vec<String>, Vec<u32>)],
 ) -> Result<u64> {
-    let mut ds = table::open_with(table_uri, Some(version), options).await?;
-    let mut version = version;
+    let ids: Vec<u64> = fragments.iter().map(|f| f.0).collect();
+    let version = prepare_records(table_uri, options, version, column, stamp, &ids).await?;
+    let mut replacements = Vec::with_capacity(fragments.len());
+    for (fragment_id, uris, planned) in fragments {
+        replacements
+            .push(prepare_fragment(table_uri, options, version, column, stamp, *fragment_id, uris, planned).await?);
+    }
+    commit_prepared(table_uri, options, version, replacements).await
+}
+
+/// Before new files are prepared: gives each of `fragment_ids` whose values were written
+/// without a version record an all-NULL one (see `record_versions_apart`); returns the
+/// version the files must be prepared and committed at (`version`, or the one that commit made).
+pub async fn prepare_records(
+    table_uri: &str,
+    options: &StorageOptions,
+    version: u64,
+    column: &str,
+    stamp: Option<&Stamp>,
+    fragment_ids: &[u64],
+) -> Result<u64> {
+    let Some(stamp) = stamp else { return Ok(version) };
+    let ds = table::open_with(table_uri, Some(version), options).await?;
+    table::validate_columns(&ds, &[column.to_owned(), stamp.column.clone()])?;
+    Ok(record_versions_apart(&ds, options, column, &stamp.column, fragment_ids).await?.unwrap_or(version))
+}
+
+/// Writes one fragment's new column file (and version record) from its checkpoints, at
+/// `version`; what `commit_prepared` publishes. Runs where the data is: on a worker.
+#[allow(clippy::too_many_arguments)]
+pub async fn prepare_fragment(
+    table_uri: &str,
+    options: &StorageOptions,
+    version: u64,
+    column: &str,
+    stamp: Option<&Stamp>,
+    fragment_id: u64,
+    uris: &[String],
+    planned: &[u32],
+) -> Result<DataReplacementGroup> {
+    let ds = table::open_with(table_uri, Some(version), options).await?;
     let mut names = vec![column.to_owned()];
     names.extend(stamp.map(|s| s.column.clone()));
     table::validate_columns(&ds, &names)?;
-    if let Some(stamp) = stamp {
-        let ids: Vec<u64> = fragments.iter().map(|f| f.0).collect();
-        if let Some(v) = record_versions_apart(&ds, options, column, &stamp.column, &ids).await? {
-            version = v;
-            ds = table::open_with(table_uri, Some(version), options).await?;
-        }
-    }
     let fields: Vec<lance_core::datatypes::Field> = names
         .iter()
         .map(|n| ds.schema().field(n).cloned().ok_or_else(|| TableError::Invalid(format!("no field {n}"))))
@@ -62,18 +96,41 @@ pub async fn commit_fragments(
         return Err(TableError::Invalid(format!("version record {} is {}, not Int64", f.name(), f.data_type())).into());
     }
     let schema = Arc::new(Schema::new(arrow_fields.clone()));
+    let columns = fragment_columns(&ds, options, fragment_id, &arrow_fields, stamp, uris, planned).await?;
+    let batch = RecordBatch::try_new(schema, columns)?;
+    let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
+        fragment: fragment_id,
+        message: format!("not in version {version}"),
+    })?;
+    Ok(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?)
+}
 
-    let mut replacements = Vec::with_capacity(fragments.len());
-    for (fragment_id, uris, planned) in fragments {
-        let columns = fragment_columns(&ds, options, *fragment_id, &arrow_fields, stamp, uris, planned).await?;
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        let fragment = ds.get_fragment(*fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
-            fragment: *fragment_id,
-            message: format!("not in version {version}"),
-        })?;
-        replacements.push(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?);
-    }
+/// Publishes prepared files as one DataReplacement read at `version`; returns the new version.
+pub async fn commit_prepared(
+    table_uri: &str,
+    options: &StorageOptions,
+    version: u64,
+    replacements: Vec<DataReplacementGroup>,
+) -> Result<u64> {
     commit_with_retry(table_uri, options, version, replacements).await
+}
+
+/// A prepared file as bytes (Lance's protobuf DataFile), to travel from a worker to the driver.
+pub fn encode(group: &DataReplacementGroup) -> Vec<u8> {
+    use prost::Message;
+    let mut out = group.0.to_le_bytes().to_vec();
+    out.extend(lance_table::format::pb::DataFile::from(&group.1).encode_to_vec());
+    out
+}
+
+/// `encode`'s inverse.
+pub fn decode(bytes: &[u8]) -> Result<DataReplacementGroup> {
+    use prost::Message;
+    let bad = |m: String| BackfillError::Fragment { fragment: u64::MAX, message: format!("a prepared file: {m}") };
+    let (id, file) = bytes.split_at_checked(8).ok_or_else(|| bad("too short".into()))?;
+    let id = u64::from_le_bytes(id.try_into().map_err(|_| bad("too short".into()))?);
+    let file = lance_table::format::pb::DataFile::decode(file).map_err(|e| bad(e.to_string()))?;
+    Ok(DataReplacementGroup(id, lance_table::format::DataFile::try_from(file)?))
 }
 
 /// Lance replaces a fragment's files only when the new file's fields are all

@@ -3,6 +3,7 @@
 use super::block_on;
 use super::errors::backfill_error;
 use crate::backfill::checkpoint::{self, Found};
+use crate::backfill::commit;
 use crate::backfill::{self, CheckpointStore, Plan, Stamp, read};
 use crate::store::StorageOptions;
 use crate::table;
@@ -130,6 +131,51 @@ impl BackfillPlan {
         )
     }
 
+    /// Driver, before files are prepared on the cluster: see `backfill::prepare_records`;
+    /// the version to prepare and commit at.
+    fn prepare_records(
+        &self,
+        py: Python<'_>,
+        column: String,
+        fragment_ids: Vec<u64>,
+        stamp: (String, i64),
+    ) -> PyResult<u64> {
+        let (uri, version, options) = (self.uri.clone(), self.plan.version, self.store.options.clone());
+        let stamp = Stamp { column: stamp.0, id: stamp.1 };
+        block_on(
+            py,
+            async move { backfill::prepare_records(&uri, &options, version, &column, Some(&stamp), &fragment_ids).await },
+            backfill_error,
+        )
+    }
+
+    /// What a worker needs to prepare each of `fragment_ids`: (fragment id, its checkpoint URIs,
+    /// its planned offsets as [start, end) runs: a few numbers, not an offset per row).
+    #[allow(clippy::type_complexity)]
+    fn fragment_work(
+        &self,
+        py: Python<'_>,
+        fragment_ids: Vec<u64>,
+    ) -> PyResult<Vec<(u64, Vec<String>, Vec<(u32, u32)>)>> {
+        let found = self.listed(py)?;
+        Ok(self
+            .plan
+            .fragments
+            .iter()
+            .filter(|f| fragment_ids.contains(&f.fragment_id))
+            .map(|f| (f.fragment_id, backfill::checkpoints_of(f, &found), runs_of(&f.offsets)))
+            .collect())
+    }
+
+    /// Driver: publishes files the workers prepared (`prepare_fragment`'s bytes) as one
+    /// DataReplacement read at `version`; the new table version.
+    fn commit_prepared(&self, py: Python<'_>, version: u64, prepared: Vec<Vec<u8>>) -> PyResult<u64> {
+        let groups =
+            prepared.iter().map(|b| commit::decode(b)).collect::<Result<Vec<_>, _>>().map_err(backfill_error)?;
+        let (uri, options) = (self.uri.clone(), self.store.options.clone());
+        block_on(py, async move { backfill::commit_prepared(&uri, &options, version, groups).await }, backfill_error)
+    }
+
     /// Deletes the checkpoints of `fragment_ids` (after they are committed).
     fn remove_checkpoints(&self, py: Python<'_>, fragment_ids: Vec<u64>) -> PyResult<()> {
         let uris: Vec<String> =
@@ -183,6 +229,57 @@ fn plan_backfill(
         backfill_error,
     )?;
     Ok(BackfillPlan { uri: table_uri, plan, store })
+}
+
+/// Ascending offsets as [start, end) runs.
+fn runs_of(offsets: &[u32]) -> Vec<(u32, u32)> {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &o in offsets {
+        match runs.last_mut() {
+            Some(last) if last.1 == o => last.1 = o + 1,
+            _ => runs.push((o, o + 1)),
+        }
+    }
+    runs
+}
+
+/// Worker: writes fragment `fragment_id`'s new column file (and version record `stamp`) from its
+/// checkpoints, at `version`; returns it as bytes for the driver's `commit_prepared`.
+#[pyfunction]
+#[pyo3(signature = (uri, version, column, stamp, fragment_id, checkpoints, runs, storage_options=None))]
+#[allow(clippy::too_many_arguments)]
+fn prepare_fragment<'py>(
+    py: Python<'py>,
+    uri: String,
+    version: u64,
+    column: String,
+    stamp: (String, i64),
+    fragment_id: u64,
+    checkpoints: Vec<String>,
+    runs: Vec<(u32, u32)>,
+    storage_options: Option<StorageOptions>,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let options = storage_options.unwrap_or_default();
+    let planned: Vec<u32> = runs.iter().flat_map(|(s, e)| *s..*e).collect();
+    let stamp = Stamp { column: stamp.0, id: stamp.1 };
+    let group = block_on(
+        py,
+        async move {
+            backfill::prepare_fragment(
+                &uri,
+                &options,
+                version,
+                &column,
+                Some(&stamp),
+                fragment_id,
+                &checkpoints,
+                &planned,
+            )
+            .await
+        },
+        backfill_error,
+    )?;
+    Ok(pyo3::types::PyBytes::new(py, &commit::encode(&group)))
 }
 
 fn offsets_of(data: PyArrowType<ArrayData>) -> PyResult<UInt32Array> {
@@ -322,5 +419,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RowRuns>()?;
     m.add_function(wrap_pyfunction!(read_runs, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint_write, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare_fragment, m)?)?;
     Ok(())
 }

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,11 @@ def test_a_stale_ray_current_cluster_file_is_not_followed(ray_tmp, tmp_path) -> 
 def test_a_live_ray_start_head_is_not_joined(ray_tmp, tmp_path) -> None:
     head = RayHead(tmp_path, temp_dir=ray_tmp / "ray", num_cpus=1)
     try:
-        names = (ray_tmp / "ray" / "ray_current_cluster").read_text().strip()
+        address_file = ray_tmp / "ray" / "ray_current_cluster"
+        deadline = time.monotonic() + 60  # `ray start` writes it after its ports are open
+        while not address_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        names = address_file.read_text().strip()
         assert names.endswith(f":{head.gcs_port}")  # what a bare ray.init() would have joined
         seen = embedded(ray_tmp, tmp_path)
     finally:
