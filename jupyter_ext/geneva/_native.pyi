@@ -93,6 +93,8 @@ def store_list(uri: str, storage_options: dict[str, str] | None = None) -> list[
     """Names directly under a folder or prefix (objects and sub-folders), sorted."""
 
 def store_remove_all(uri: str, storage_options: dict[str, str] | None = None) -> None: ...
+def store_refuses_overwrite(uri: str, storage_options: dict[str, str] | None = None) -> bool:
+    """Whether the store refuses to create an object twice (If-None-Match), which Lance's commits rely on."""
 
 # -- backfill steps (src/py/backfill.rs) ----------------------------------------------------
 
