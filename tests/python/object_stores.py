@@ -81,6 +81,16 @@ class S3Server(Server):
         }
         self.client.create_bucket(Bucket=self.bucket)
 
+    def storage_options(self) -> dict[str, str]:
+        """What a geneva, pylance or lancedb user passes for this server (Lance's option names)."""
+        return {
+            "aws_endpoint": self.endpoint,
+            "allow_http": "true",
+            "aws_region": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+
     @property
     def client(self):
         import boto3

@@ -22,13 +22,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 @pytest.fixture
 def s3(s3_server, request):
     """(database URI, storage options) on moto, a prefix of this test's own."""
-    options = {
-        "aws_endpoint": s3_server.endpoint,
-        "allow_http": "true",
-        "aws_region": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
+    options = s3_server.storage_options()
     return s3_server.uri(f"lake-{request.node.name[:40]}"), options
 
 

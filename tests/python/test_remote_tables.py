@@ -24,13 +24,7 @@ def tripled(x: int) -> int:
 
 
 def test_the_cluster_opens_the_table_first_and_without_credentials_it_cannot(head, workspace, s3_server, tmp_path):
-    options = {
-        "aws_endpoint": s3_server.endpoint,
-        "allow_http": "true",
-        "aws_region": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
+    options = s3_server.storage_options()
     db = geneva.connect(s3_server.uri(f"remote-{tmp_path.name}"), storage_options=options)
     tbl = db.create_table("t", pa.table({"x": list(range(60))}))
     tbl.add_columns({"y": tripled})
@@ -65,13 +59,7 @@ def _kernel_io() -> int:
 def test_the_data_path_does_not_pass_through_the_kernel(head, workspace, s3_server, tmp_path):
     """On a remote cluster the workers read the inputs, write checkpoints, and write each fragment's
     new column file; the kernel plans and commits metadata."""
-    options = {
-        "aws_endpoint": s3_server.endpoint,
-        "allow_http": "true",
-        "aws_region": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
+    options = s3_server.storage_options()
     rows = 400_000
     db = geneva.connect(s3_server.uri(f"datapath-{tmp_path.name}"), storage_options=options)
     tbl = db.create_table("t", pa.table({"x": pa.array(range(rows), pa.int64())}))
