@@ -202,3 +202,23 @@ def test_jupyter_enable_loads_geneva_in_a_fresh_ipython(tmp_path):
     geneva_cli("jupyter", "disable", "--user")
     assert json.loads(config.read_text())["InteractiveShellApp"]["extensions"] == ["autoreload"]
     assert loaded() == "False"
+
+
+def test_yaml_secret_env_reaches_the_manifest_by_reference(gip):
+    body = (
+        "name: geneva-alice\n"
+        "secret_env:\n  AWS_SECRET_ACCESS_KEY: aws-creds/secret-access-key\n"
+        "extra_env:\n  AWS_REGION: eu-west-1\n"
+        "forward_credentials: false\n"
+    )
+    with capture_output() as out:
+        manifest = cell(gip, "--dry-run", body)
+    env = manifest["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert {
+        "name": "AWS_SECRET_ACCESS_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "aws-creds", "key": "secret-access-key"}},
+    } in env
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in env
+    assert "secretKeyRef" in out.stdout
+    with pytest.raises(UsageError, match=r"extra_env\['AWS_SECRET_ACCESS_KEY'\] looks like a secret"):
+        cell(gip, "--dry-run", "name: geneva-alice\nextra_env:\n  AWS_SECRET_ACCESS_KEY: plain\n")
