@@ -568,7 +568,11 @@ class Job:
         uri = self.table.uri
         if uri in session.reachable:
             return
-        probe = ray.remote(num_cpus=0, max_retries=0)(_open_table)
+        # Shaped like the tasks, so it runs where they will (a head with no CPUs may see other disks).
+        options = {k: v for k, v in self._ray_options().items() if k in ("num_cpus", "num_gpus", "memory")}
+        if session.runtime_env:
+            options["runtime_env"] = session.runtime_env
+        probe = ray.remote(max_retries=0)(_open_table).options(**options)
         try:
             ray.get(probe.remote(uri, self._plan.version, store), timeout=120)
         except Exception as exc:
@@ -656,9 +660,10 @@ class Job:
 
 @functools.cache
 def _remote_prepare(ray: Any) -> Any:
-    """The task that writes a fragment's new column file on the cluster (light: no CPU reserved,
-    so it never waits behind the UDF tasks)."""
-    return ray.remote(num_cpus=0, max_retries=1)(_prepare_fragment)
+    """The task that writes a fragment's new column file on the cluster: on a node that runs tasks
+    (a head with no CPUs may not reach the store), with a sliver of a CPU so it never waits long
+    behind the UDF tasks."""
+    return ray.remote(num_cpus=0.01, max_retries=1)(_prepare_fragment)
 
 
 def _prepare_fragment(*args: Any) -> bytes:
