@@ -135,6 +135,12 @@ pub fn redacted(options: &StorageOptions) -> String {
 /// One per (bucket, options) per process: building one loads the TLS roots (~440 KB read),
 /// which every table open and checkpoint paid before (8.8 MB per commit of a 400k-row fragment).
 pub fn client(uri: &str, options: &StorageOptions) -> Result<Arc<dyn object_store::ObjectStore>, StoreError> {
+    family(uri)?;
+    cached_client(uri, options).map_err(|e| StoreError::Invalid { uri: uri.to_owned(), message: explain(uri, &e) })
+}
+
+/// `client` with object_store's own error (the upload path words it itself).
+pub fn cached_client(uri: &str, options: &StorageOptions) -> object_store::Result<Arc<dyn object_store::ObjectStore>> {
     type Key = (String, Vec<(String, String)>);
     static CLIENTS: LazyLock<std::sync::Mutex<HashMap<Key, Arc<dyn object_store::ObjectStore>>>> =
         LazyLock::new(Default::default);
@@ -142,7 +148,10 @@ pub fn client(uri: &str, options: &StorageOptions) -> Result<Arc<dyn object_stor
         Ok(url) => format!("{}://{}", url.scheme(), url.authority()),
         Err(_) => uri.to_owned(),
     };
+    // The environment the builders read is part of what a client is (a test, or a notebook,
+    // may point AWS_ENDPOINT_URL elsewhere between two uses of the same bucket).
     let mut sorted: Vec<(String, String)> = options.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    sorted.extend(std::env::vars().filter(|(k, _)| ["AWS_", "AZURE", "GOOGLE_"].iter().any(|p| k.starts_with(p))));
     sorted.sort();
     let key = (root.clone(), sorted);
     if let Some(found) = CLIENTS.lock().ok().and_then(|c| c.get(&key).cloned()) {
@@ -155,9 +164,8 @@ pub fn client(uri: &str, options: &StorageOptions) -> Result<Arc<dyn object_stor
     Ok(built)
 }
 
-fn build_client(uri: &str, options: &StorageOptions) -> Result<Arc<dyn object_store::ObjectStore>, StoreError> {
-    let family = family(uri)?;
-    let invalid = |e: object_store::Error| StoreError::Invalid { uri: uri.to_owned(), message: e.to_string() };
+fn build_client(uri: &str, options: &StorageOptions) -> object_store::Result<Arc<dyn object_store::ObjectStore>> {
+    let family = family(uri).unwrap_or("file");
     let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..Default::default() };
     let mut settings: Vec<(String, String)> =
         options.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
@@ -179,23 +187,23 @@ fn build_client(uri: &str, options: &StorageOptions) -> Result<Arc<dyn object_st
         "s3" => {
             let mut b = AmazonS3Builder::from_env().with_url(uri).with_retry(retry);
             for (k, v) in &settings {
-                b = b.with_config(AmazonS3ConfigKey::from_str(k).map_err(invalid)?, v);
+                b = b.with_config(AmazonS3ConfigKey::from_str(k)?, v);
             }
-            Arc::new(b.build().map_err(invalid)?)
+            Arc::new(b.build()?)
         }
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_url(uri).with_retry(retry);
             for (k, v) in &settings {
-                b = b.with_config(GoogleConfigKey::from_str(k).map_err(invalid)?, v);
+                b = b.with_config(GoogleConfigKey::from_str(k)?, v);
             }
-            Arc::new(b.build().map_err(invalid)?)
+            Arc::new(b.build()?)
         }
         "az" => {
             let mut b = MicrosoftAzureBuilder::from_env().with_url(uri).with_retry(retry);
             for (k, v) in &settings {
-                b = b.with_config(AzureConfigKey::from_str(k).map_err(invalid)?, v);
+                b = b.with_config(AzureConfigKey::from_str(k)?, v);
             }
-            Arc::new(b.build().map_err(invalid)?)
+            Arc::new(b.build()?)
         }
         _ => Arc::new(object_store::local::LocalFileSystem::new()),
     })

@@ -927,7 +927,7 @@ class _Pending:
             if any(f is not None for f in self.failed):
                 failed = pa.concat_arrays(
                     [
-                        f if f is not None else pa.nulls(len(o), pa.bool_()).fill_null(False)
+                        f if f is not None else pa.repeat(False, len(o))
                         for f, o in zip(self.failed, self.offsets, strict=True)
                     ]
                 )

@@ -10,17 +10,13 @@
 use super::PackageError;
 use super::shards::Shard;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
 use object_store::buffered::BufWriter;
-use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Shards uploaded at once.
@@ -89,7 +85,9 @@ impl Location {
             Self::Remote(uri) => {
                 let url = url::Url::parse(uri).map_err(|e| PackageError::BadLocation(format!("{uri}: {e}")))?;
                 let prefix = StorePath::from_url_path(url.path()).map_err(|e| self.store_error(e.into()))?;
-                let store = remote_store(uri, url.scheme()).map_err(|e| self.store_error(e))?;
+                // The one client per bucket of this process (crate::store): gives up in seconds, not
+                // object_store's 3 minutes, when the endpoint is wrong.
+                let store = crate::store::cached_client(uri, &Default::default()).map_err(|e| self.store_error(e))?;
                 Ok((store, prefix))
             }
         }
@@ -108,38 +106,6 @@ fn hint(uri: &str) -> &'static str {
         "check the container exists and the credentials: AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY \
          (or AZURE_STORAGE_SAS_KEY), or AZURE_STORAGE_USE_EMULATOR=true for Azurite"
     }
-}
-
-/// A store that gives up in seconds, not minutes, when the endpoint is wrong:
-/// object_store's defaults retry for up to 3 minutes.
-fn remote_store(uri: &str, scheme: &str) -> object_store::Result<Arc<dyn ObjectStore>> {
-    let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..Default::default() };
-    let connect = |prefix: &str| -> Option<(String, &'static str)> {
-        std::env::var_os(format!("{prefix}_CONNECT_TIMEOUT")).is_none().then(|| ("connect_timeout".into(), "5s"))
-    };
-    Ok(match scheme {
-        "s3" | "s3a" => {
-            let mut b = AmazonS3Builder::from_env().with_url(uri).with_retry(retry);
-            if let Some((k, v)) = connect("AWS") {
-                b = b.with_config(k.parse()?, v);
-            }
-            Arc::new(b.build()?)
-        }
-        "gs" => {
-            let mut b = GoogleCloudStorageBuilder::from_env().with_url(uri).with_retry(retry);
-            if let Some((k, v)) = connect("GOOGLE") {
-                b = b.with_config(k.parse()?, v);
-            }
-            Arc::new(b.build()?)
-        }
-        _ => {
-            let mut b = MicrosoftAzureBuilder::from_env().with_url(uri).with_retry(retry);
-            if let Some((k, v)) = connect("AZURE") {
-                b = b.with_config(k.parse()?, v);
-            }
-            Arc::new(b.build()?)
-        }
-    })
 }
 
 /// Uploads each shard to `dest` unless an object of that name is there already

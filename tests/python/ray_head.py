@@ -52,6 +52,18 @@ def cluster_venv() -> Path:
     return venv
 
 
+def stop_ray_start(proc: subprocess.Popen) -> None:
+    """Stops a `ray start --block` started in its own session, by its pid."""
+    if proc.poll() is None:
+        # SIGINT is what `ray start --block` answers at once (~2 s); SIGTERM takes ~30 s.
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 class RayHead:
     """``ray start --head --block`` from the cluster venv, on free ports, stopped by its pid."""
 
@@ -112,14 +124,7 @@ class RayHead:
         raise RuntimeError(f"ray head not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            # SIGINT is what `ray start --block` answers at once (~2 s); SIGTERM takes ~30 s.
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_ray_start(self.proc)
         # Ray's processes run in their own sessions: find any left by the temp dir, and the Ray
         # Client "specific servers" (one per client, idle for ~30 s before exiting) by the GCS
         # address; a lingering one holds port 23000+ and the next head's would die on start.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pytest
 from geneva.exceptions import BackfillError
 from geneva.runners.ray._mgr import ray_cluster
-from ray_head import CLUSTER_REQUIREMENTS, REPO, RayHead
+from ray_head import CLUSTER_REQUIREMENTS, REPO, RayHead, stop_ray_start
 
 ISOLATED_VENVS = Path("/var/tmp")  # not under anything the node's namespace hides
 
@@ -82,13 +81,7 @@ class IsolatedNode:
             )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_ray_start(self.proc)
 
 
 def wait_for_nodes(addr: str, count: int, timeout: float = 120) -> None:
