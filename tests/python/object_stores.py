@@ -127,6 +127,15 @@ class AzuriteServer(Server):
         self.env = {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": f"http://127.0.0.1:{port}"}
         self.container.create_container()
 
+    def storage_options(self) -> dict[str, str]:
+        """Lance's option names for this server: what the workers get too, no environment needed."""
+        return {
+            "azure_storage_endpoint": self.endpoint,
+            "azure_storage_account_name": AZURITE_ACCOUNT,
+            "azure_storage_account_key": AZURITE_KEY,
+            "allow_http": "true",
+        }
+
     @property
     def container(self):
         from azure.storage.blob import BlobServiceClient

@@ -1,7 +1,12 @@
-"""The checkpointed backfill on a real embedded Ray, with real Lance files (also read by pylance)."""
+"""The checkpointed backfill on a real embedded Ray, with real Lance files (also read by pylance).
+
+The test families (seed calls, filter, incremental after add, resume after SIGKILL of the driver,
+concurrent append, cancel, on_error="skip", UDF error then rerun) run on a local folder AND on
+s3:// (moto on 127.0.0.1); a smoke subset also on az:// (Azurite)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -9,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import geneva
@@ -20,6 +26,24 @@ import pytest
 from geneva.exceptions import BackfillCancelled, ColumnNotFoundError, FilterSyntaxError, InvalidInputError, UdfError
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+
+STORES = pytest.mark.parametrize("db", ["local", "s3"], indirect=True)
+SMOKE = pytest.mark.parametrize("db", ["local", "s3", "az"], indirect=True)
+
+
+@pytest.fixture
+def db(request, tmp_path):
+    """A database on a local folder, or (parametrized) under a fresh prefix on moto or Azurite."""
+    kind = getattr(request, "param", "local")
+    if kind == "local":
+        return geneva.connect(tmp_path / "db")
+    server = request.getfixturevalue({"s3": "s3_server", "az": "azurite_server"}[kind])
+    return geneva.connect(server.uri(f"backfill-{uuid.uuid4().hex[:12]}"), storage_options=server.storage_options())
+
+
+def theirs(tbl, columns: list[str]) -> pa.Table:
+    """The table as pylance reads it, with the same URI and storage options."""
+    return lance.dataset(tbl.uri, storage_options=tbl._storage_options or None).to_table(columns=columns)
 
 
 def make_rows(n: int, start: int = 0, seed: int = 7) -> pa.Table:
@@ -53,6 +77,7 @@ def calls(counter: Path) -> int:
 # -- the seed API, values checked ---------------------------------------------------------
 
 
+@SMOKE
 def test_scalar_and_array_udfs_then_incremental(db, tmp_path) -> None:
     tbl = db.create_table("t", make_rows(5000))
     counter = tmp_path / "calls"
@@ -83,7 +108,7 @@ def test_scalar_and_array_udfs_then_incremental(db, tmp_path) -> None:
     assert calls(counter) == 5300
 
     # pylance reads exactly what geneva wrote.
-    ds = lance.dataset(tbl.uri).to_table(columns=["filename", "filename_len"])
+    ds = theirs(tbl, ["filename", "filename_len"])
     assert ds["filename_len"].to_pylist() == [len(f) for f in ds["filename"].to_pylist()]
 
 
@@ -99,6 +124,7 @@ def test_add_columns_with_backfill_true(db) -> None:
     assert tbl.schema.field("area").type == pa.float64()
 
 
+@SMOKE
 def test_filtered_backfill_and_incremental_rerun(db, tmp_path) -> None:
     tbl = db.create_table("t", make_rows(2000))
     counter = tmp_path / "calls"
@@ -312,6 +338,7 @@ def test_array_udf_with_wrong_length_fails(db, delta) -> None:
         tbl.backfill("wrong")
 
 
+@STORES
 def test_udf_exception_then_fixed_rerun_resumes(db, tmp_path) -> None:
     tbl = db.create_table("t", make_rows(1000))
     counter = tmp_path / "calls"
@@ -341,6 +368,7 @@ def test_udf_exception_then_fixed_rerun_resumes(db, tmp_path) -> None:
     assert tbl.to_arrow()["fragile"].to_pylist() == list(range(1000))
 
 
+@SMOKE
 def test_on_error_skip_records_each_failed_row(db) -> None:
     tbl = db.create_table("t", make_rows(50))
 
@@ -374,6 +402,7 @@ def slow_udf(counter: Path, delay: float):
     return slow
 
 
+@STORES
 def test_async_job_progress_and_cancel(db, tmp_path) -> None:
     tbl = db.create_table("t", make_rows(4000))
     counter = tmp_path / "calls"
@@ -393,6 +422,7 @@ def test_async_job_progress_and_cancel(db, tmp_path) -> None:
     assert tbl.to_arrow()["slow"].null_count == 4000
 
 
+@STORES
 def test_concurrent_add_during_backfill_loses_no_row(db, tmp_path) -> None:
     tbl = db.create_table("t", make_rows(3000))
     counter = tmp_path / "calls"
@@ -412,7 +442,7 @@ def test_concurrent_add_during_backfill_loses_no_row(db, tmp_path) -> None:
 
 DRIVER = textwrap.dedent(
     """
-    import sys, time, ray, pyarrow as pa, geneva
+    import json, os, sys, time, ray, pyarrow as pa, geneva
     ray.init(address=sys.argv[3], logging_level="WARNING")
     counter = sys.argv[2]
 
@@ -423,20 +453,23 @@ DRIVER = textwrap.dedent(
             f.write("1\\n")
         return id
 
-    tbl = geneva.connect(sys.argv[1]).open_table("t")
+    options = json.loads(os.environ["TEST_STORAGE_OPTIONS"])  # never on a command line
+    tbl = geneva.connect(sys.argv[1], storage_options=options).open_table("t")
     tbl.add_columns({"slow": slow})
     tbl.backfill("slow", checkpoint_size=100, concurrency=2, task_size=400)
     """
 )
 
 
+@STORES
 def test_resume_after_sigkill_of_the_driver(db, tmp_path, ray_local) -> None:
     tbl = db.create_table("t", make_rows(4000))
     counter = tmp_path / "calls"
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     address = ray_local.get_runtime_context().gcs_address
-    proc = subprocess.Popen([sys.executable, str(script), str(db.path), str(counter), address])
+    env = {**os.environ, "TEST_STORAGE_OPTIONS": json.dumps(db._storage_options)}
+    proc = subprocess.Popen([sys.executable, str(script), str(db.uri), str(counter), address], env=env)
     deadline = time.monotonic() + 120
     while calls(counter) < 1500 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -489,9 +522,9 @@ def test_backfill_a_table_written_by_pylance(db) -> None:
     result = tbl.backfill("is_a", concurrency=2)
     assert result.fragments_committed == 4
     tbl.backfill("raw_name")
-    theirs = lance.dataset(tbl.uri).to_table(columns=["filename", "is_a", "raw_name"]).to_pylist()
-    assert [r["is_a"] for r in theirs] == [r["filename"].startswith("a") for r in theirs]
-    assert [r["raw_name"] for r in theirs] == [r["filename"].encode() for r in theirs]
+    rows = theirs(tbl, ["filename", "is_a", "raw_name"]).to_pylist()
+    assert [r["is_a"] for r in rows] == [r["filename"].startswith("a") for r in rows]
+    assert [r["raw_name"] for r in rows] == [r["filename"].encode() for r in rows]
 
 
 def test_struct_output(db) -> None:
@@ -570,11 +603,12 @@ def test_rows_deleted_before_the_backfill_are_not_computed(db) -> None:
     result = tbl.backfill("doubled", concurrency=2)
     live = [i for i in range(1000) if i % 3]
     assert (result.rows_processed, result.rows_skipped) == (len(live), 0)
-    theirs = lance.dataset(tbl.uri).to_table(columns=["id", "doubled"]).to_pylist()
-    assert [r["id"] for r in theirs] == live and [r["doubled"] for r in theirs] == [i * 2 for i in live]
+    rows = theirs(tbl, ["id", "doubled"]).to_pylist()
+    assert [r["id"] for r in rows] == live and [r["doubled"] for r in rows] == [i * 2 for i in live]
     assert tbl.backfill("doubled").rows_processed == 0
 
 
+@STORES
 def test_a_cancelled_skip_job_keeps_the_errors_of_the_rows_it_committed(db) -> None:
     tbl = db.create_table("t", make_rows(100))
     for k in range(1, 4):

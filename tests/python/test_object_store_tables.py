@@ -14,7 +14,6 @@ import lancedb
 import pyarrow as pa
 import pytest
 from geneva.exceptions import GenevaError, InvalidInputError
-from object_stores import AZURITE_ACCOUNT, AZURITE_KEY
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -110,12 +109,7 @@ def test_per_table_options_override_the_connection(s3, s3_server) -> None:
 
 
 def test_backfill_on_azurite(azurite_server, request) -> None:
-    options = {  # what the workers get too: no environment variable of the driver's needed
-        "azure_storage_endpoint": azurite_server.endpoint,
-        "azure_storage_account_name": AZURITE_ACCOUNT,
-        "azure_storage_account_key": AZURITE_KEY,
-        "allow_http": "true",
-    }
+    options = azurite_server.storage_options()
     uri = azurite_server.uri(f"lake-{request.node.name[:30]}")
     tbl = geneva.connect(uri, storage_options=options).create_table("t", pa.table({"x": list(range(200))}))
     tbl.add_columns({"y": plus_one})
