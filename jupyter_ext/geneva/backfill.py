@@ -39,6 +39,7 @@ CHECKPOINT_SECONDS = 2.0  # by default a task checkpoints what it computed at le
 CHECKPOINT_BYTES = 64 << 20  # ... or once it holds this much computed data
 PROGRESS_SECONDS = 0.1  # a task reports its counts at most this often (and at its end)
 ON_ERROR = ("fail", "skip")
+REPLANS = 3  # times a job plans again the rows of fragments rewritten under it, before it gives up
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,15 @@ class BackfillResult:
     job_id: str
     table: str
     column: str
-    rows_processed: int  # computed by the UDF in this run
+    rows_processed: int  # computed by the UDF in this run (rows of redone fragments counted each time)
     rows_skipped: int  # in the table but not needing work (already computed, or outside `where`)
     rows_failed: int  # UDF errors written as NULL (on_error="skip")
     rows_resumed: int  # restored from checkpoints of an earlier, interrupted run
     fragments_committed: int
     version: int  # table version after the last commit
     seconds: float
+    fragments_redone: int = 0  # rewritten by someone else's commit (a compaction) before theirs: planned again
+    notes: tuple[str, ...] = ()  # what the job said as it went (recomputed versions, redone fragments)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class _Tally:
     resumed: int = 0
     committed: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)  # fragments rewritten by someone else: not committed
+    redone: int = 0
 
     def add(self, outcome: dict[str, Any]) -> None:
         self.processed += outcome["processed"]
@@ -188,23 +193,8 @@ def start(
             f"UDF {fn.name} reads column {missing[0]!r}, which table {table.name!r} lacks"
             + did_you_mean(missing[0], schema.names)
         )
-    # Rows to compute: those the filter selects that the current UDF version did not compute
-    # (never computed, failed, or computed by another version), as the column's version record says.
     table._ensure_record(column)
-    record = version_record(column)
-    stale = f"{_quote(record)} IS NULL OR {_quote(record)} <> {fn.version_id}"
-    key = _job_key(fn.version, opts.where)
-    plan = _native.plan_backfill(
-        table.uri,
-        column,
-        key,
-        inputs,
-        opts.where,
-        stale=stale,
-        null_target=record,
-        count_by=record,
-        storage_options=table._storage_options,
-    )
+    plan = _plan(table, column, fn, inputs, opts.where)
     notes = _recompute_notes(table, column, fn, plan, opts.where)
     job = Job(table, column, fn, inputs, plan, opts, notes=notes)
     from geneva.runners.ray._mgr import active_session
@@ -223,6 +213,24 @@ def start(
         job._thread = threading.Thread(target=job._run_quietly, name=f"geneva-backfill-{job.job_id}", daemon=True)
         job._thread.start()
     return job
+
+
+def _plan(table: Table, column: str, fn: UDF, inputs: list[str], where: str | None) -> Any:
+    """The rows to compute at the table's latest version: those ``where`` selects that the current
+    UDF version did not compute (never computed, failed, or computed by another version), as the
+    column's version record says."""
+    record = version_record(column)
+    return _native.plan_backfill(
+        table.uri,
+        column,
+        _job_key(fn.version, where),
+        inputs,
+        where,
+        stale=f"{_quote(record)} IS NULL OR {_quote(record)} <> {fn.version_id}",
+        null_target=record,
+        count_by=record,
+        storage_options=table._storage_options,
+    )
 
 
 def _recompute_notes(table: Table, column: str, fn: UDF, plan: Any, where: str | None) -> list[str]:
@@ -473,26 +481,55 @@ class Job:
         return options
 
     def _drive(self, started: float) -> BackfillResult:
-        plan = self._plan
-        batch_size, task_size, interval = self._sizes()
-        tasks = plan.tasks(batch_size, task_size)
-        for task in tasks:
-            task["checkpoint_seconds"] = interval
+        plan = first = self._plan
         tally = _Tally(version=plan.version)
-        if tasks:
-            self._run_tasks(tasks, tally, started)
+        for _ in range(REPLANS + 1):
+            batch_size, task_size, interval = self._sizes()
+            tasks = plan.tasks(batch_size, task_size)
+            for task in tasks:
+                task["checkpoint_seconds"] = interval
+            if tasks:
+                self._run_tasks(tasks, tally, started)
+            if not tally.lost:
+                break
+            plan = self._replan(tally)
+        else:
+            raise BackfillError(
+                f"backfill {self.job_id} of {self.column!r}: fragments {sorted(tally.lost)} were rewritten by "
+                f"concurrent commits {REPLANS + 1} times in a row; the computed rows are committed, run it again "
+                "when the table is quieter"
+            )
         return BackfillResult(
             job_id=self.job_id,
             table=self.table.name,
             column=self.column,
             rows_processed=tally.processed,
-            rows_skipped=plan.table_rows - plan.rows,
+            rows_skipped=first.table_rows - first.rows,
             rows_failed=tally.failed,
             rows_resumed=tally.resumed,
             fragments_committed=tally.committed,
             version=tally.version,
             seconds=time.monotonic() - started,
+            fragments_redone=tally.redone,
+            notes=tuple(self.notes),
         )
+
+    def _replan(self, tally: _Tally) -> Any:
+        """Plans again, at the latest version, the rows of fragments someone rewrote (a compaction)
+        or removed before they could be committed: their rows now live in other fragments."""
+        lost, tally.lost = sorted(tally.lost), []
+        self._plan = plan = _plan(self.table, self.column, self.udf, self._inputs, self._opts.where)
+        tally.redone += len(lost)
+        note = (
+            f"{len(lost)} fragment(s) ({', '.join(map(str, lost))}) were rewritten by a concurrent commit (a "
+            f"compaction, a delete) before their values were committed: planned again at version {plan.version}, "
+            f"{plan.rows:,} row(s) to compute (their rows, and any appended since)"
+        )
+        self.notes.append(note)
+        print(f"geneva: {note}")
+        p = self.progress()
+        self._update(rows_total=p.rows_total + plan.rows, fragments_total=p.fragments_total + len(plan.fragments()))
+        return plan
 
     def _run_tasks(self, tasks: list[dict[str, Any]], tally: _Tally, started: float) -> None:
         """Keeps `_inflight` tasks submitted; commits each fragment once all its tasks are done."""
@@ -611,7 +648,7 @@ class Job:
         self._update(stage="committing")
         stamp = (version_record(self.column), self.udf.version_id)
         if self._remote_commit is None:
-            tally.version = self._plan.commit(self.column, fragment_ids, stamp)
+            tally.version, lost = self._plan.commit(self.column, fragment_ids, stamp)
         else:
             ray, store = self._remote_commit
             version = self._plan.prepare_records(self.column, fragment_ids, stamp)
@@ -625,13 +662,16 @@ class Job:
             except ray.exceptions.RayError as exc:
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
                 raise BackfillError(f"writing fragments {fragment_ids} on the cluster failed: {cause}") from None
-            tally.version = self._plan.commit_prepared(version, prepared)
-        committed = set(fragment_ids)
+            tally.version, lost = self._plan.commit_prepared(version, prepared)
+        # Lost fragments' checkpoints are of rows that moved (their positions are gone): dropped too.
+        tally.lost.extend(lost)
+        committed = set(fragment_ids) - set(lost)
         errors = [e for e in tally.errors if e["fragment_id"] in committed]
+        tally.errors = [e for e in tally.errors if e["fragment_id"] not in lost]
         if errors:
             self._record_errors(errors)
         self._plan.remove_checkpoints(fragment_ids)
-        tally.committed += len(fragment_ids)
+        tally.committed += len(committed)
         self._update(stage="running", fragments_committed=tally.committed)
 
     def _record_errors(self, errors: list[dict[str, Any]]) -> None:

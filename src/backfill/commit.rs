@@ -41,7 +41,7 @@ pub async fn commit_fragments(
     column: &str,
     stamp: Option<&Stamp>,
     fragments: &[(u64, Vec<String>, Vec<u32>)],
-) -> Result<u64> {
+) -> Result<Committed> {
     let ids: Vec<u64> = fragments.iter().map(|f| f.0).collect();
     let version = prepare_records(table_uri, options, version, column, stamp, &ids).await?;
     let mut replacements = Vec::with_capacity(fragments.len());
@@ -105,13 +105,13 @@ pub async fn prepare_fragment(
     Ok(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?)
 }
 
-/// Publishes prepared files as one DataReplacement read at `version`; returns the new version.
+/// Publishes prepared files as one DataReplacement read at `version` (see `commit_with_retry`).
 pub async fn commit_prepared(
     table_uri: &str,
     options: &StorageOptions,
     version: u64,
     replacements: Vec<DataReplacementGroup>,
-) -> Result<u64> {
+) -> Result<Committed> {
     commit_with_retry(table_uri, options, version, replacements).await
 }
 
@@ -168,7 +168,15 @@ async fn record_versions_apart(
         let batch = RecordBatch::try_new(schema, vec![new_null_array(&DataType::Int64, rows)])?;
         replacements.push(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?);
     }
-    Ok(Some(commit_with_retry(ds.uri(), options, ds.version_id(), replacements).await?))
+    let committed = commit_with_retry(ds.uri(), options, ds.version_id(), replacements).await?;
+    if !committed.lost.is_empty() {
+        return Err(BackfillError::Fragment {
+            fragment: committed.lost[0],
+            message: "rewritten by a concurrent commit while its version record was added: run the backfill again"
+                .into(),
+        });
+    }
+    Ok(Some(committed.version))
 }
 
 /// The fragment's whole column (one value per physical row): the old values,
@@ -306,32 +314,99 @@ fn tiles(checkpoints: &[Checkpoint], rows: usize) -> bool {
     next == rows as u64
 }
 
+/// What a commit published: the table version, and the fragments it could not publish because
+/// someone else rewrote or removed them since the plan (a compaction, a delete of whole
+/// fragments, another job on the same column): their rows must be planned again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub version: u64,
+    pub lost: Vec<u64>,
+}
+
+/// Commits `replacements` read at `version`. Lance rebases over compatible commits made since
+/// (an append, a delete of rows); when it reports a conflict it cannot rebase (an `add_columns`
+/// or a compaction by someone else), each fragment whose rows and column file are still those
+/// of `version` is committed again against the latest version, and the others are `lost`.
+/// After any failure the latest version is first checked for this commit's own files, so a
+/// commit whose answer was lost is found, never made twice.
 async fn commit_with_retry(
     table_uri: &str,
     options: &StorageOptions,
     version: u64,
     replacements: Vec<DataReplacementGroup>,
-) -> Result<u64> {
+) -> Result<Committed> {
+    let planned = table::open_with(table_uri, Some(version), options).await?;
+    let (mut read_version, mut groups, mut lost) = (version, replacements, Vec::new());
     let mut last_error = None;
     for _ in 0..COMMIT_ATTEMPTS {
         let latest = table::open_with(table_uri, None, options).await?;
-        // Committing against the latest dataset with the pinned read version lets
-        // Lance rebase over compatible commits (e.g. an append) made since.
+        if groups.is_empty() {
+            return Ok(Committed { version: latest.version_id(), lost });
+        }
         let result = Dataset::commit(
             WriteDestination::Dataset(Arc::new(latest)),
-            Operation::DataReplacement { replacements: replacements.clone() },
-            Some(version),
+            Operation::DataReplacement { replacements: groups.clone() },
+            Some(read_version),
             None,
             None,
             Arc::new(Default::default()),
             false,
         )
         .await;
-        match result {
-            Ok(committed) => return Ok(committed.version_id()),
-            Err(e @ lance::Error::RetryableCommitConflict { .. }) => last_error = Some(e),
-            Err(e) => return Err(e.into()),
+        let error = match result {
+            Ok(committed) => return Ok(Committed { version: committed.version_id(), lost }),
+            Err(e) => e,
+        };
+        let latest = table::open_with(table_uri, None, options).await?;
+        if holds_all(&latest, &groups) {
+            return Ok(Committed { version: latest.version_id(), lost });
         }
+        match error {
+            lance::Error::RetryableCommitConflict { .. } | lance::Error::IncompatibleTransaction { .. } => {
+                let (keep, gone): (Vec<_>, Vec<_>) =
+                    groups.into_iter().partition(|g| unchanged_since(&planned, &latest, g));
+                lost.extend(gone.iter().map(|g| g.0));
+                groups = keep;
+                read_version = latest.version_id();
+            }
+            // The answer did not come (a timeout, a dropped connection) and the files are not in:
+            // the commit did not happen, so it is tried again.
+            lance::Error::IO { .. } | lance::Error::Timeout { .. } | lance::Error::CommitConflict { .. } => {}
+            other => return Err(other.into()),
+        }
+        last_error = Some(error_text(&lost));
     }
-    Err(last_error.map(BackfillError::from).unwrap_or_else(|| TableError::Invalid("commit failed".into()).into()))
+    Err(TableError::Invalid(format!(
+        "commit of {} fragment(s) failed {COMMIT_ATTEMPTS} times ({}); nothing of it is in the table",
+        groups.len(),
+        last_error.unwrap_or_default()
+    ))
+    .into())
+}
+
+fn error_text(lost: &[u64]) -> String {
+    if lost.is_empty() { "write contention".into() } else { format!("fragments {lost:?} rewritten meanwhile") }
+}
+
+/// Whether every group's new file is in `ds` (this commit, or one that looked like a failure).
+fn holds_all(ds: &Dataset, groups: &[DataReplacementGroup]) -> bool {
+    groups.iter().all(|g| {
+        ds.get_fragment(g.0 as usize).is_some_and(|f| f.metadata().files.iter().any(|file| file.path == g.1.path))
+    })
+}
+
+/// Whether the group's fragment has, in `latest`, the same rows and the same file for the
+/// group's fields as in `planned`: the positions the new file was written for still hold.
+fn unchanged_since(planned: &Dataset, latest: &Dataset, group: &DataReplacementGroup) -> bool {
+    let file_of = |ds: &Dataset| {
+        ds.get_fragment(group.0 as usize).map(|f| {
+            let meta = f.metadata().clone();
+            let file = meta.files.iter().find(|file| file.fields.iter().any(|id| group.1.fields.contains(id))).cloned();
+            (meta.physical_rows, file.map(|file| file.path))
+        })
+    };
+    match (file_of(planned), file_of(latest)) {
+        (Some(before), Some(after)) => before == after,
+        _ => false,
+    }
 }

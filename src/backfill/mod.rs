@@ -8,7 +8,7 @@ pub mod plan;
 pub mod read;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, checkpoints_of, covered};
-pub use commit::{Stamp, commit_fragments, commit_prepared, prepare_fragment, prepare_records};
+pub use commit::{Committed, Stamp, commit_fragments, commit_prepared, prepare_fragment, prepare_records};
 pub use plan::{FragmentWork, Plan, plan};
 
 use crate::table::TableError;

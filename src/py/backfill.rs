@@ -105,7 +105,8 @@ impl BackfillPlan {
 
     /// Commits whole fragments of `column` from their checkpoints (every planned
     /// row must be held by one) as one DataReplacement, with the UDF version
-    /// record `stamp` = (record column, version id) in the same files; returns the new version.
+    /// record `stamp` = (record column, version id) in the same files; returns the new version and
+    /// the fragments someone else rewrote or removed meanwhile (not committed: plan their rows again).
     #[pyo3(signature = (column, fragment_ids, stamp=None))]
     fn commit(
         &self,
@@ -113,7 +114,7 @@ impl BackfillPlan {
         column: String,
         fragment_ids: Vec<u64>,
         stamp: Option<(String, i64)>,
-    ) -> PyResult<u64> {
+    ) -> PyResult<(u64, Vec<u64>)> {
         let found = self.listed(py)?;
         let groups: Vec<(u64, Vec<String>, Vec<u32>)> = self
             .plan
@@ -124,11 +125,12 @@ impl BackfillPlan {
             .collect();
         let (uri, version, options) = (self.uri.clone(), self.plan.version, self.store.options.clone());
         let stamp = stamp.map(|(column, id)| Stamp { column, id });
-        block_on(
+        let committed = block_on(
             py,
             async move { backfill::commit_fragments(&uri, &options, version, &column, stamp.as_ref(), &groups).await },
             backfill_error,
-        )
+        )?;
+        Ok((committed.version, committed.lost))
     }
 
     /// Driver, before files are prepared on the cluster: see `backfill::prepare_records`;
@@ -168,12 +170,17 @@ impl BackfillPlan {
     }
 
     /// Driver: publishes files the workers prepared (`prepare_fragment`'s bytes) as one
-    /// DataReplacement read at `version`; the new table version.
-    fn commit_prepared(&self, py: Python<'_>, version: u64, prepared: Vec<Vec<u8>>) -> PyResult<u64> {
+    /// DataReplacement read at `version`; as `commit`, the new table version and the lost fragments.
+    fn commit_prepared(&self, py: Python<'_>, version: u64, prepared: Vec<Vec<u8>>) -> PyResult<(u64, Vec<u64>)> {
         let groups =
             prepared.iter().map(|b| commit::decode(b)).collect::<Result<Vec<_>, _>>().map_err(backfill_error)?;
         let (uri, options) = (self.uri.clone(), self.store.options.clone());
-        block_on(py, async move { backfill::commit_prepared(&uri, &options, version, groups).await }, backfill_error)
+        let committed = block_on(
+            py,
+            async move { backfill::commit_prepared(&uri, &options, version, groups).await },
+            backfill_error,
+        )?;
+        Ok((committed.version, committed.lost))
     }
 
     /// Deletes the checkpoints of `fragment_ids` (after they are committed).

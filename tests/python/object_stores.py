@@ -153,3 +153,99 @@ class AzuriteServer(Server):
 def environ_without_clouds() -> dict[str, str]:
     """This process's environment without any cloud settings (a test sets its own)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE", "GOOGLE_"))}
+
+
+class LossyProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a store. Armed with a pattern, it forwards the first
+    matching request and then closes the connection without answering: the write happened, and the
+    client cannot tell ("commit result unknown", as after a timeout or a dropped connection). The
+    next ``times - 1`` matching requests (the client's retries) are dropped unanswered, unforwarded."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import re
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        host, port = urlsplit(upstream).hostname, urlsplit(upstream).port
+        self.armed: re.Pattern[str] | None = None
+        self.times = 0
+        self.dropped: list[str] = []
+        self.log: list[str] = []  # every request, with the upstream status
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                request = f"{self.command} {self.path}"
+                with lock:
+                    unanswered = (
+                        proxy.armed is not None and proxy.armed.search(request) is not None and bool(proxy.dropped)
+                    )
+                    if unanswered:
+                        proxy.dropped.append(request)
+                        proxy.times -= 1
+                        if proxy.times == 0:
+                            proxy.armed = None
+                if unanswered:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                skip = ("connection", "transfer-encoding", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                if body is not None:
+                    headers["Content-Length"] = str(len(body))
+                upstream_conn = http.client.HTTPConnection(host, port, timeout=60)
+                upstream_conn.request(self.command, self.path, body=body, headers=headers)
+                resp = upstream_conn.getresponse()
+                data = resp.read()
+                upstream_conn.close()
+                with lock:
+                    proxy.log.append(f"{request} -> {resp.status}")
+                    drop = proxy.armed is not None and proxy.armed.search(request) is not None
+                    if drop:
+                        proxy.dropped.append(request)
+                        proxy.times -= 1
+                        if proxy.times == 0:
+                            proxy.armed = None
+                if drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send_response_only(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in skip:
+                        self.send_header(k, v)
+                self.send_header(
+                    "Content-Length",
+                    resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data)),
+                )
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def arm(self, pattern: str, times: int = 1) -> None:
+        import re
+
+        self.dropped.clear()
+        self.armed, self.times = re.compile(pattern), times
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
