@@ -112,7 +112,7 @@ async fn plan_checkpoint_commit_keeps_unselected_rows() {
     let group = [(frag.fragment_id, uris, frag.offsets.clone())];
     let version =
         backfill::commit_fragments(&uri, &Default::default(), plan.version, "double", None, &group).await.unwrap();
-    assert!(version > plan.version);
+    assert!(version.version > plan.version && version.lost.is_empty());
     let expected_even: Vec<Option<i64>> = (0..10).map(|i| (i % 2 == 0).then_some(i * 2)).collect();
     assert_eq!(column(&uri, "double").await, expected_even);
 
@@ -228,7 +228,9 @@ async fn the_version_record_is_committed_with_the_values_and_failed_rows_stay_to
     let group = [(frag.fragment_id, vec![path], frag.offsets.clone())];
     backfill::commit_fragments(&uri, &Default::default(), plan.version, "double", Some(&stamp), &group).await.unwrap();
     assert_eq!(column(&uri, "double").await, values);
-    let record: Vec<Option<i64>> = (0..10).map(|i| (i != 3).then_some(7)).collect();
+    // The failed row: recorded as computed by no version (0, not NULL: see NOT_COMPUTED).
+    let record: Vec<Option<i64>> =
+        (0..10).map(|i| Some(if i == 3 { backfill::commit::NOT_COMPUTED } else { 7 })).collect();
     assert_eq!(column(&uri, "double_v").await, record);
 
     // The same version again: only the failed row is to do.

@@ -118,12 +118,6 @@ class BackfillPlan:
         """Dicts with fragment_id, rows, offsets (pa.UInt32Array, or None for a gapless run from
         ``first``), input_digest, checkpoint_root and
         batches [(start, end, done)]: done when checkpoints hold every row of the batch already."""
-    def commit(
-        self, column: str, fragment_ids: list[int], stamp: tuple[str, int] | None = None
-    ) -> tuple[int, list[int]]:
-        """Commit whole fragments from their checkpoints as one DataReplacement, with the version record
-        ``stamp`` = (record column, UDF version id) in the same files; returns the new version and the
-        fragments someone else rewrote or removed since the plan (not committed)."""
     def remove_checkpoints(self, fragment_ids: list[int]) -> None: ...
     def prepare_records(self, column: str, fragment_ids: list[int], stamp: tuple[str, int]) -> int:
         """Driver, before files are prepared on the cluster: the version to prepare and commit at."""

@@ -37,7 +37,8 @@ MIN_CHECKPOINT_SIZE, MAX_CHECKPOINT_SIZE = 1024, 32768
 TASKS_PER_SLOT = 2  # a slow worker leaves the others something to take over
 CHECKPOINT_SECONDS = 2.0  # by default a task checkpoints what it computed at least this often
 CHECKPOINT_BYTES = 64 << 20  # ... or once it holds this much computed data
-PROGRESS_SECONDS = 0.1  # a task reports its counts at most this often (and at its end)
+WAIT_SECONDS = 0.5  # the driver notices a cancel within this long
+PROGRESS_SECONDS = 0.25  # a task reports its counts at most this often (and at its end)
 ON_ERROR = ("fail", "skip")
 REPLANS = 3  # times a job plans again the rows of fragments rewritten under it, before it gives up
 
@@ -317,7 +318,7 @@ class Job:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._errors_written = False
-        self._remote_commit: tuple[Any, dict[str, str] | None] | None = None  # (ray, storage options)
+        self._writer: tuple[Any, dict[str, str] | None] | None = None  # (ray, storage options) of the tasks
         self._progress = Progress(
             job_id=self.job_id,
             column=column,
@@ -553,8 +554,9 @@ class Job:
             store = None
         if session is not None and session.kind != "local":
             self._check_reachable(ray, session, store)
-            # The fragments' new files are written on the cluster too: the driver commits metadata only.
-            self._remote_commit = (ray, store)
+        # The fragments' new files are written by tasks too (also on the embedded Ray: the kernel's
+        # memory does not grow with a column file): the driver commits metadata only.
+        self._writer = (ray, store)
         tasks_left = Counter(t["fragment_id"] for t in tasks)
         queue = deque(tasks)
         inflight: dict[Any, dict[str, Any]] = {}
@@ -573,8 +575,10 @@ class Job:
                     )
                     inflight[ref] = task
                 # A generator is ready when a report (or its end, or its error) has arrived; a
-                # plain task (Ray Client) when it has ended.
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.1)
+                # plain task (Ray Client) when it has ended. The wait returns at the first ready
+                # one; its timeout only bounds how long a cancel waits (on Ray Client each wait is
+                # a request to the cluster: 10 a second were most of the kernel's traffic).
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=WAIT_SECONDS)
                 finished = []
                 for ref in ready:
                     task = inflight[ref]
@@ -647,22 +651,20 @@ class Job:
         of the committed rows (so a job cancelled later keeps them) and drops the checkpoints."""
         self._update(stage="committing")
         stamp = (version_record(self.column), self.udf.version_id)
-        if self._remote_commit is None:
-            tally.version, lost = self._plan.commit(self.column, fragment_ids, stamp)
-        else:
-            ray, store = self._remote_commit
-            version = self._plan.prepare_records(self.column, fragment_ids, stamp)
-            prepare = _remote_prepare(ray)
-            refs = [
-                prepare.remote(self.table.uri, version, self.column, stamp, fid, checkpoints, runs, store)
-                for fid, checkpoints, runs in self._plan.fragment_work(fragment_ids)
-            ]
-            try:
-                prepared = ray.get(refs)
-            except ray.exceptions.RayError as exc:
-                cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-                raise BackfillError(f"writing fragments {fragment_ids} on the cluster failed: {cause}") from None
-            tally.version, lost = self._plan.commit_prepared(version, prepared)
+        assert self._writer is not None
+        ray, store = self._writer
+        version = self._plan.prepare_records(self.column, fragment_ids, stamp)
+        prepare = _remote_prepare(ray)
+        refs = [
+            prepare.remote(self.table.uri, version, self.column, stamp, fid, checkpoints, runs, store)
+            for fid, checkpoints, runs in self._plan.fragment_work(fragment_ids)
+        ]
+        try:
+            prepared = ray.get(refs)
+        except ray.exceptions.RayError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+            raise BackfillError(f"writing fragments {fragment_ids} failed: {cause}") from None
+        tally.version, lost = self._plan.commit_prepared(version, prepared)
         # Lost fragments' checkpoints are of rows that moved (their positions are gone): dropped too.
         tally.lost.extend(lost)
         committed = set(fragment_ids) - set(lost)

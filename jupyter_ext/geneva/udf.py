@@ -478,8 +478,9 @@ def _stable_repr(value: Any) -> str:
 
 
 def version_id(version: str) -> int:
-    """The Int64 a UDF version is recorded as, row by row, in the column's version record."""
-    return int.from_bytes(hashlib.blake2b(version.encode(), digest_size=8).digest(), "big", signed=True)
+    """The Int64 a UDF version is recorded as, row by row, in the column's version record (never 0:
+    the record's "computed by no version")."""
+    return int.from_bytes(hashlib.blake2b(version.encode(), digest_size=8).digest(), "big", signed=True) or 1
 
 
 def udf(func: Callable | type | None = None, /, **options: Any) -> Any:

@@ -21,8 +21,20 @@ const CONCURRENT_READS: usize = 8;
 /// How often a commit is retried when another writer committed first.
 const COMMIT_ATTEMPTS: usize = 5;
 
-/// Which UDF version computed the committed values: its Int64 id, written to
-/// `column` (NULL for rows that failed, or were never computed).
+/// What a version record holds for a row no UDF version computed (never computed, or the UDF
+/// failed on it), in the files geneva writes. A record column starts all NULL (declared without a
+/// file), which means the same. Not NULL in files: Lance stores a constant column with NULLs as
+/// 2 bytes of levels per row (2 MB per million rows), which every plan would read; a run of
+/// zeros costs next to nothing.
+pub const NOT_COMPUTED: i64 = 0;
+
+/// The UDF version id a record value names: None for NULL and `NOT_COMPUTED`.
+pub fn computed_by(record: Option<i64>) -> Option<i64> {
+    record.filter(|v| *v != NOT_COMPUTED)
+}
+
+/// Which UDF version computed the committed values: its Int64 id (never `NOT_COMPUTED`), written
+/// to `column` (`NOT_COMPUTED` for rows that failed, or were never computed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
     pub column: String,
@@ -136,8 +148,8 @@ pub fn decode(bytes: &[u8]) -> Result<DataReplacementGroup> {
 /// Lance replaces a fragment's files only when the new file's fields are all
 /// covered by its files, or none is. A fragment whose values were written
 /// before the column had a version record (an older geneva) covers the one and
-/// not the other: it first gets an all-NULL record ("version unknown", which
-/// is what it was), committed on its own; returns that commit's version.
+/// not the other: it first gets a record of `NOT_COMPUTED` ("version unknown",
+/// which is what it was), committed on its own; returns that commit's version.
 async fn record_versions_apart(
     ds: &Dataset,
     options: &StorageOptions,
@@ -165,7 +177,7 @@ async fn record_versions_apart(
     for fragment in apart {
         let rows = fragment.physical_rows().await?;
         let schema = Arc::new(Schema::new(vec![arrow_field.clone()]));
-        let batch = RecordBatch::try_new(schema, vec![new_null_array(&DataType::Int64, rows)])?;
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_value(NOT_COMPUTED, rows))])?;
         replacements.push(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?);
     }
     let committed = commit_with_retry(ds.uri(), options, ds.version_id(), replacements).await?;
@@ -219,11 +231,11 @@ async fn fragment_columns(
         }
         checkpoints.push(cp);
     }
-    // A checkpoint's version record: the stamp, NULL where the UDF failed.
+    // A checkpoint's version record: the stamp, NOT_COMPUTED where the UDF failed.
     let stamped = |cp: &Checkpoint, id: i64| -> ArrayRef {
         Arc::new(match &cp.failed {
             None => Int64Array::from_value(id, cp.values.len()),
-            Some(failed) => failed.iter().map(|f| (f != Some(true)).then_some(id)).collect(),
+            Some(failed) => failed.iter().map(|f| Some(if f == Some(true) { NOT_COMPUTED } else { id })).collect(),
         })
     };
 
@@ -291,13 +303,20 @@ async fn fragment_columns(
             message: format!("not fully checkpointed: no checkpoint holds the row at offset {missing}"),
         });
     }
-    sources
+    let mut out: Vec<ArrayRef> = sources
         .iter()
         .map(|arrays| {
             let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
             Ok(arrow::compute::interleave(&refs, &picks)?)
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    if let Some(record) = out.get_mut(1) {
+        // Rows outside the plan that no version computed (NULL in the old record), and deleted rows.
+        let values =
+            record.as_any().downcast_ref::<Int64Array>().ok_or_else(|| TableError::Invalid("record".into()))?;
+        *record = Arc::new(values.iter().map(|v| Some(v.unwrap_or(NOT_COMPUTED))).collect::<Int64Array>());
+    }
+    Ok(out)
 }
 
 /// Whether the checkpoints (sorted by first offset) hold offsets 0..rows, each once, in order.

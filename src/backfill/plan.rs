@@ -108,7 +108,7 @@ pub async fn plan(
                     .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
                     .ok_or_else(|| TableError::Invalid(format!("column {name} is not an Int64 version record")))?;
                 for version in versions.iter() {
-                    *by_version.entry(version).or_default() += 1;
+                    *by_version.entry(super::commit::computed_by(version)).or_default() += 1;
                 }
             }
         }

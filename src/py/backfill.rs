@@ -19,6 +19,9 @@ pub struct BackfillPlan {
     uri: String,
     plan: Plan,
     store: CheckpointStore,
+    /// The checkpoints `fragment_work` listed, for the `remove_checkpoints` after that commit
+    /// (one listing per commit: on a store each is a request that grows with the checkpoints).
+    last_listed: std::sync::Mutex<Option<Vec<Found>>>,
 }
 
 impl BackfillPlan {
@@ -103,37 +106,7 @@ impl BackfillPlan {
         Ok(out)
     }
 
-    /// Commits whole fragments of `column` from their checkpoints (every planned
-    /// row must be held by one) as one DataReplacement, with the UDF version
-    /// record `stamp` = (record column, version id) in the same files; returns the new version and
-    /// the fragments someone else rewrote or removed meanwhile (not committed: plan their rows again).
-    #[pyo3(signature = (column, fragment_ids, stamp=None))]
-    fn commit(
-        &self,
-        py: Python<'_>,
-        column: String,
-        fragment_ids: Vec<u64>,
-        stamp: Option<(String, i64)>,
-    ) -> PyResult<(u64, Vec<u64>)> {
-        let found = self.listed(py)?;
-        let groups: Vec<(u64, Vec<String>, Vec<u32>)> = self
-            .plan
-            .fragments
-            .iter()
-            .filter(|f| fragment_ids.contains(&f.fragment_id))
-            .map(|f| (f.fragment_id, backfill::checkpoints_of(f, &found), f.offsets.clone()))
-            .collect();
-        let (uri, version, options) = (self.uri.clone(), self.plan.version, self.store.options.clone());
-        let stamp = stamp.map(|(column, id)| Stamp { column, id });
-        let committed = block_on(
-            py,
-            async move { backfill::commit_fragments(&uri, &options, version, &column, stamp.as_ref(), &groups).await },
-            backfill_error,
-        )?;
-        Ok((committed.version, committed.lost))
-    }
-
-    /// Driver, before files are prepared on the cluster: see `backfill::prepare_records`;
+    /// Driver, before the tasks prepare the fragments' files: see `backfill::prepare_records`;
     /// the version to prepare and commit at.
     fn prepare_records(
         &self,
@@ -160,13 +133,17 @@ impl BackfillPlan {
         fragment_ids: Vec<u64>,
     ) -> PyResult<Vec<(u64, Vec<String>, Vec<(u32, u32)>)>> {
         let found = self.listed(py)?;
-        Ok(self
+        let work = self
             .plan
             .fragments
             .iter()
             .filter(|f| fragment_ids.contains(&f.fragment_id))
             .map(|f| (f.fragment_id, backfill::checkpoints_of(f, &found), runs_of(&f.offsets)))
-            .collect())
+            .collect();
+        if let Ok(mut last) = self.last_listed.lock() {
+            *last = Some(found);
+        }
+        Ok(work)
     }
 
     /// Driver: publishes files the workers prepared (`prepare_fragment`'s bytes) as one
@@ -184,9 +161,15 @@ impl BackfillPlan {
     }
 
     /// Deletes the checkpoints of `fragment_ids` (after they are committed).
+    /// Lists them again unless the last `fragment_work` did (the tasks of these fragments have ended).
     fn remove_checkpoints(&self, py: Python<'_>, fragment_ids: Vec<u64>) -> PyResult<()> {
+        let listed = self.last_listed.lock().ok().and_then(|mut last| last.take());
+        let listed = match listed {
+            Some(found) => found,
+            None => self.listed(py)?,
+        };
         let uris: Vec<String> =
-            self.listed(py)?.into_iter().filter(|f| fragment_ids.contains(&f.fragment_id)).map(|f| f.uri).collect();
+            listed.into_iter().filter(|f| fragment_ids.contains(&f.fragment_id)).map(|f| f.uri).collect();
         let options = self.store.options.clone();
         block_on(py, async move { checkpoint::remove(&uris, &options).await }, backfill_error)
     }
@@ -235,7 +218,7 @@ fn plan_backfill(
         },
         backfill_error,
     )?;
-    Ok(BackfillPlan { uri: table_uri, plan, store })
+    Ok(BackfillPlan { uri: table_uri, plan, store, last_listed: Default::default() })
 }
 
 /// Ascending offsets as [start, end) runs.

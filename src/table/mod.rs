@@ -231,7 +231,7 @@ pub async fn count_by(ds: &Dataset, column: &str) -> Result<std::collections::BT
             .downcast_ref::<arrow::array::Int64Array>()
             .ok_or_else(|| TableError::Invalid(format!("column {column} is not an Int64 version record")))?;
         for value in values.iter() {
-            *counts.entry(value).or_default() += 1;
+            *counts.entry(crate::backfill::commit::computed_by(value)).or_default() += 1;
         }
     }
     Ok(counts)

@@ -155,7 +155,7 @@ def environ_without_clouds() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE", "GOOGLE_"))}
 
 
-class LossyProxy:
+class StoreProxy:
     """An HTTP proxy on 127.0.0.1 in front of a store. Armed with a pattern, it forwards the first
     matching request and then closes the connection without answering: the write happened, and the
     client cannot tell ("commit result unknown", as after a timeout or a dropped connection). The
@@ -209,7 +209,7 @@ class LossyProxy:
                 data = resp.read()
                 upstream_conn.close()
                 with lock:
-                    proxy.log.append(f"{request} -> {resp.status}")
+                    proxy.log.append(f"{request} -> {resp.status} {len(data)} {self.client_address[1]}")
                     drop = proxy.armed is not None and proxy.armed.search(request) is not None
                     if drop:
                         proxy.dropped.append(request)
@@ -249,3 +249,27 @@ class LossyProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ProxyProcess:
+    """A StoreProxy (unarmed) in a process of its own: its sockets are not the test process's."""
+
+    def __init__(self, upstream: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "proxy", upstream], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
+        assert self.proc.stdout is not None
+        self.endpoint = self.proc.stdout.readline().strip()
+        if not self.endpoint.startswith("http://"):
+            self.proc.kill()
+            raise RuntimeError(f"the proxy did not start: {self.endpoint!r}")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["proxy"]:
+    _proxy = StoreProxy(sys.argv[2])
+    print(_proxy.endpoint, flush=True)
+    _proxy.thread.join()

@@ -105,9 +105,9 @@ def test_a_commit_whose_answer_is_lost_is_resolved_by_looking_not_repeated(s3_se
     """times=1: the answer to the manifest's PUT is lost, the client's retry gets 412 (Lance and
     object_store resolve that one themselves). times=8: the retries are lost too, so the commit
     ends in an I/O error although it happened: geneva looks whether its files are in the table."""
-    from object_stores import LossyProxy
+    from object_stores import StoreProxy
 
-    proxy = LossyProxy(s3_server.endpoint)
+    proxy = StoreProxy(s3_server.endpoint)
     try:
         options = {**s3_server.storage_options(), "aws_endpoint": proxy.endpoint}
         db = geneva.connect(s3_server.uri(f"lossy-{uuid.uuid4().hex[:12]}"), storage_options=options)

@@ -9,8 +9,6 @@ which these tests do not start yet."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import geneva
 import pyarrow as pa
 import pytest
@@ -50,30 +48,38 @@ def test_the_cluster_opens_the_table_first_and_without_credentials_it_cannot(hea
     assert tbl.to_arrow().sort_by("x")["y"].to_pylist() == [3 * x for x in range(60)]
 
 
-def _kernel_io() -> int:
-    """Bytes this process read and wrote through any file descriptor (files, sockets): /proc/self/io."""
-    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
-    return int(fields["rchar"]) + int(fields["wchar"])
-
-
 def test_the_data_path_does_not_pass_through_the_kernel(head, workspace, s3_server, tmp_path):
     """On a remote cluster the workers read the inputs, write checkpoints, and write each fragment's
-    new column file; the kernel plans and commits metadata."""
-    options = s3_server.storage_options()
-    rows = 400_000
-    db = geneva.connect(s3_server.uri(f"datapath-{tmp_path.name}"), storage_options=options)
-    tbl = db.create_table("t", pa.table({"x": pa.array(range(rows), pa.int64())}))
-    tbl.add_columns({"y": tripled_batch})
-    column_bytes = rows * 8
-    with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True):
-        tbl.backfill("y", where="x < 10")  # the probe and the first task's set-up, out of the measure
-        before = _kernel_io()
-        result = tbl.backfill("y")
-        moved = _kernel_io() - before
-    assert result.rows_processed == rows - 10
+    new column file; the kernel plans and commits metadata (files, pipes and TCP: kernel_io.py)."""
+    from kernel_io import KernelBytes
+    from object_stores import ProxyProcess
+
+    # Through a keep-alive proxy in its own process: moto closes each connection, too soon for the
+    # socket sampler to see the kernel's requests to the store.
+    proxy = ProxyProcess(s3_server.endpoint)
+    try:
+        options = {**s3_server.storage_options(), "aws_endpoint": proxy.endpoint}
+        rows = 1_000_000
+        db = geneva.connect(s3_server.uri(f"datapath-{tmp_path.name}"), storage_options=options)
+        tbl = db.create_table("t", pa.table({"x": pa.array(range(rows), pa.int64())}))
+        tbl.add_columns({"y": tripled_batch})
+        warm = db.create_table("warm", pa.table({"x": pa.array([1], pa.int64())}))
+        warm.add_columns({"y": tripled_batch})
+        column_bytes = rows * 8
+        with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True):
+            warm.backfill("y")  # the probe and the first task's set-up, out of the measure
+            with KernelBytes() as moved:
+                result = tbl.backfill("y")
+    finally:
+        proxy.stop()
+    assert result.rows_processed == rows
+    print(f"kernel during the backfill: {moved} for a {column_bytes:,}-byte column; TCP by peer: {moved.by_peer}")
+    # Measured: ~137 KB, 1.7 %: 40 KB to the store (version listings, one checkpoint listing, the
+    # commit, one bulk delete) and ~82 KB of Ray Client calls (~2.6 KB per task, 31 tasks; Ray Client
+    # has no generator tasks, so tasks stay small for the display). The target is 1 %: missed here,
+    # met on the embedded Ray (test_backfill.py). Per task, not per byte: a wider column lowers it.
+    assert moved.total < column_bytes * 0.02, str(moved)
     assert tbl.to_arrow(columns=["y"])["y"].null_count == 0
-    print(f"kernel bytes during the backfill: {moved} for a {column_bytes}-byte column")
-    assert moved < column_bytes * 0.1
 
 
 @geneva.udf(data_type=pa.int64())
