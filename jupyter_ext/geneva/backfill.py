@@ -582,7 +582,15 @@ class Job:
                 finished = []
                 for ref in ready:
                     task = inflight[ref]
-                    if not self._collect(ray, ref, task, tally):
+                    try:
+                        ended = self._collect(ray, ref, task, tally)
+                    except BaseException:
+                        # It has ended (in error): never cancelled below. A force-cancel of a task
+                        # Ray is completing crashed the driver ("Tried to complete task that was
+                        # not pending", Ray 2.60's task_manager.cc).
+                        del inflight[ref]
+                        raise
+                    if not ended:
                         continue
                     del inflight[ref]
                     tasks_left[task["fragment_id"]] -= 1

@@ -4,9 +4,10 @@ virtualenv holding a real copy of geneva (a wheel built here). The head runs no 
 (--num-cpus=0), so every task lands on that node and sees only what travels over the network:
 the table on S3 (moto), the environment's layers on S3, the storage options as task arguments.
 
-Not covered here: a package only the notebook has (shipping the notebook's whole site-packages to
-moto's in-memory server is too heavy for a test; tests/python/test_sessions.py covers it with a
-head that shares the disk)."""
+The notebook's "site-packages" here is one folder holding a distribution the node's virtualenv
+lacks (markupsafe, with its C speedups, as pip installs it): shipping the whole of this
+interpreter's site-packages to moto's in-memory server would be too heavy for a test
+(tests/python/test_sessions.py ships a whole one to a head that shares the disk)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 from geneva.exceptions import BackfillError
 from geneva.runners.ray._mgr import ray_cluster
 from ray_head import CLUSTER_REQUIREMENTS, REPO, RayHead, stop_ray_start
+from test_package import NATIVE, installed
 
 ISOLATED_VENVS = Path("/var/tmp")  # not under anything the node's namespace hides
 
@@ -135,8 +137,9 @@ def two_nodes(tmp_path, s3_server):
 @geneva.udf(data_type=pa.string())
 def tagged(x: int) -> str:
     import localmod  # only in the notebook's working folder: it must come from the shipped layer
+    from markupsafe import escape  # only in the notebook's site-packages: shipped too
 
-    return localmod.tag(str(x * 2))
+    return str(escape(localmod.tag(str(x * 2))))
 
 
 def test_a_backfill_on_a_node_that_shares_no_disk(two_nodes, workspace, s3_server, tmp_path, monkeypatch):
@@ -151,13 +154,18 @@ def test_a_backfill_on_a_node_that_shares_no_disk(two_nodes, workspace, s3_serve
     local.add_columns({"tagged": tagged})
     local_version = local.version
     secrets = {k: v for k, v in s3_server.env.items() if k.startswith("AWS_")}  # the layers' bucket
-    with ray_cluster(
+    site = installed(None, NATIVE)  # under ~/.cache: hidden from the node
+    monkeypatch.syspath_prepend(str(site))
+    session = ray_cluster(
         addr=head.addr,
         use_portforwarding=False,
-        skip_site_packages=True,
+        skip_site_packages=False,
         upload_dir=s3_server.uri(f"layers-{tmp_path.name}"),
         extra_env=secrets,
-    ):
+    )
+    session._site_packages = [site]  # this notebook's site-packages, for the test: that one folder
+    with session:
+        assert [v["name"].lower() for v in session.verdicts.rows if v["verdict"] == "ship"] == ["markupsafe"]
         assert tbl.backfill("tagged", where="x < 100").rows_processed == 100
         tbl.add(pa.table({"x": list(range(300, 350))}))
         assert tbl.backfill("tagged").rows_processed == 250
@@ -166,4 +174,4 @@ def test_a_backfill_on_a_node_that_shares_no_disk(two_nodes, workspace, s3_serve
     assert "put the table on s3://, gs:// or az://" in str(err.value)
     assert local.version == local_version
     theirs = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "tagged"]).sort_by("x")
-    assert theirs["tagged"].to_pylist() == [f"<{x * 2}>" for x in range(350)]
+    assert theirs["tagged"].to_pylist() == [f"&lt;{x * 2}&gt;" for x in range(350)]

@@ -1,0 +1,156 @@
+"""Tables on a local folder vs on s3:// (moto on 127.0.0.1), same process kind, same Ray: the
+1M-row scalar and batched backfills, the requests a backfill makes to the store per commit, and the
+bytes the kernel process moves; prints a markdown table.
+
+    .venv/bin/python bench/object_store.py [--rows N] [--reps K]
+
+Each store runs in a fresh process with its own embedded local Ray (num_cpus=2); each time is the
+median of --reps runs on fresh copies of the table. The timed runs talk to moto directly; the
+request count goes through a counting proxy and the kernel's bytes through a keep-alive proxy in
+its own process (moto closes every connection, too soon for the socket sampler), in runs of their
+own (a Python proxy slows the requests it forwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "python"))  # the tests' moto server, proxies, byte counter
+
+
+def make_rows(n: int):
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "filename": [f"{'abcdef'[i % 6]}_{i}.jpg" for i in range(n)],
+            "x": pa.array([float(i) for i in range(n)]),
+            "y": pa.array([0.5] * n),
+        }
+    )
+
+
+def child(store: str, rows: int, reps: int) -> dict:
+    import geneva
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import ray
+    from kernel_io import KernelBytes
+    from object_stores import ProxyProcess, S3Server, StoreProxy
+
+    @geneva.udf(data_type=pa.int32())
+    def filename_len(filename: str) -> int:
+        return len(filename)
+
+    @geneva.udf(data_type=pa.float64())
+    def xy_product(x: pa.Array, y: pa.Array) -> pa.Array:
+        return pc.multiply(x, y)
+
+    tmp = Path(tempfile.mkdtemp(prefix="geneva-bench-store-"))
+    server = S3Server(tmp) if store == "s3" else None
+
+    def database(endpoint: str | None = None):
+        if server is None:
+            return geneva.connect(tmp / f"db-{uuid.uuid4().hex[:8]}")
+        options = {**server.storage_options(), **({"aws_endpoint": endpoint} if endpoint else {})}
+        return geneva.connect(server.uri(f"bench-{uuid.uuid4().hex[:8]}"), storage_options=options)
+
+    data = make_rows(rows)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    warm = database().create_table("warm", data.slice(0, 1000))
+    warm.add_columns({"filename_len": filename_len, "xy_product": xy_product})
+    warm.backfill("filename_len")
+    warm.backfill("xy_product")
+
+    out: dict = {"store": store}
+    for column, fn in (("filename_len", filename_len), ("xy_product", xy_product)):
+        times = []
+        for _ in range(reps):
+            tbl = database().create_table("t", data)
+            tbl.add_columns({column: fn})
+            started = time.perf_counter()
+            tbl.backfill(column)
+            times.append(time.perf_counter() - started)
+            assert tbl.count_rows(f"{column} IS NULL") == 0
+        out[f"{column}_s"] = statistics.median(times)
+
+    # The kernel's bytes during the batched job (files, pipes and TCP).
+    proxy = ProxyProcess(server.endpoint) if server else None
+    tbl = database(proxy.endpoint if proxy else None).create_table("t", data)
+    tbl.add_columns({"xy_product": xy_product})
+    with KernelBytes() as moved:
+        tbl.backfill("xy_product")
+    out["kernel_bytes"] = moved.total
+    out["column_bytes"] = rows * 8
+    if proxy:
+        proxy.stop()
+
+    if server is not None:  # requests to the store per commit (kernel and workers), batched job
+        counting = StoreProxy(server.endpoint)
+        tbl = database(counting.endpoint).create_table("t", data)
+        tbl.add_columns({"xy_product": xy_product})
+        counting.log.clear()
+        result = tbl.backfill("xy_product")
+        out["requests"] = len(counting.log)
+        out["commits"] = result.fragments_committed
+        counting.stop()
+        server.stop()
+    ray.shutdown()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--child", choices=["local", "s3"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.rows, args.reps)))
+        return 0
+    results = {}
+    for store in ("local", "s3"):
+        run = subprocess.run(
+            [sys.executable, __file__, "--child", store, "--rows", str(args.rows), "--reps", str(args.reps)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+        if run.returncode != 0 or not lines:
+            raise SystemExit(f"{store} failed ({run.returncode}):\n{run.stderr[-3000:]}")
+        results[store] = json.loads(lines[-1])
+    local, s3 = results["local"], results["s3"]
+    rows = args.rows
+    table = [
+        f"| {rows:,} rows, embedded Ray (2 CPUs) | local folder | s3:// (moto) | s3 / local |",
+        "|---|---|---|---|",
+    ]
+    for label, key in (("scalar UDF `len(filename)`", "filename_len_s"), ("batched UDF `x * y`", "xy_product_s")):
+        table.append(f"| {label} | {local[key]:.3f} s | {s3[key]:.3f} s | {s3[key] / local[key]:.2f}x |")
+    for name, r in (("local", local), ("s3", s3)):
+        r["kernel_pct"] = 100 * r["kernel_bytes"] / r["column_bytes"]
+    table.append(
+        f"| kernel bytes during the batched job (% of the column's {local['column_bytes']:,} B) | "
+        f"{local['kernel_bytes']:,} B ({local['kernel_pct']:.2f} %) | {s3['kernel_bytes']:,} B ({s3['kernel_pct']:.2f} %) | |"
+    )
+    table.append(
+        f"| requests to the store, batched job (kernel and workers) | | {s3['requests']} for {s3['commits']} commit(s) | |"
+    )
+    print("\n".join(table))
+    print(json.dumps(results), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
