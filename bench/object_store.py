@@ -138,14 +138,16 @@ def main() -> int:
     ]
     for label, key in (("scalar UDF `len(filename)`", "filename_len_s"), ("batched UDF `x * y`", "xy_product_s")):
         table.append(f"| {label} | {local[key]:.3f} s | {s3[key]:.3f} s | {s3[key] / local[key]:.2f}x |")
-    for name, r in (("local", local), ("s3", s3)):
-        r["kernel_pct"] = 100 * r["kernel_bytes"] / r["column_bytes"]
+    def kernel(r: dict) -> str:
+        return f"{r['kernel_bytes']:,} B ({100 * r['kernel_bytes'] / r['column_bytes']:.2f} %)"
+
     table.append(
         f"| kernel bytes during the batched job (% of the column's {local['column_bytes']:,} B) | "
-        f"{local['kernel_bytes']:,} B ({local['kernel_pct']:.2f} %) | {s3['kernel_bytes']:,} B ({s3['kernel_pct']:.2f} %) | |"
+        f"{kernel(local)} | {kernel(s3)} | |"
     )
     table.append(
-        f"| requests to the store, batched job (kernel and workers) | | {s3['requests']} for {s3['commits']} commit(s) | |"
+        f"| requests to the store, batched job (kernel and workers) | | "
+        f"{s3['requests']} for {s3['commits']} commit(s) | |"
     )
     print("\n".join(table))
     print(json.dumps(results), file=sys.stderr)
