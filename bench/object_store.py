@@ -138,6 +138,7 @@ def main() -> int:
     ]
     for label, key in (("scalar UDF `len(filename)`", "filename_len_s"), ("batched UDF `x * y`", "xy_product_s")):
         table.append(f"| {label} | {local[key]:.3f} s | {s3[key]:.3f} s | {s3[key] / local[key]:.2f}x |")
+
     def kernel(r: dict) -> str:
         return f"{r['kernel_bytes']:,} B ({100 * r['kernel_bytes'] / r['column_bytes']:.2f} %)"
 

@@ -579,23 +579,7 @@ class Job:
                 # one; its timeout only bounds how long a cancel waits (on Ray Client each wait is
                 # a request to the cluster: 10 a second were most of the kernel's traffic).
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=WAIT_SECONDS)
-                finished = []
-                for ref in ready:
-                    task = inflight[ref]
-                    try:
-                        ended = self._collect(ray, ref, task, tally)
-                    except BaseException:
-                        # It has ended (in error): never cancelled below. A force-cancel of a task
-                        # Ray is completing crashed the driver ("Tried to complete task that was
-                        # not pending", Ray 2.60's task_manager.cc).
-                        del inflight[ref]
-                        raise
-                    if not ended:
-                        continue
-                    del inflight[ref]
-                    tasks_left[task["fragment_id"]] -= 1
-                    if tasks_left[task["fragment_id"]] == 0:
-                        finished.append(task["fragment_id"])
+                finished = self._take_ready(ray, ready, inflight, tasks_left, tally)
                 self._update(
                     rows_done=tally.processed,
                     rows_failed=tally.failed,
@@ -610,6 +594,30 @@ class Job:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
             raise
+
+    def _take_ready(
+        self, ray: Any, ready: list[Any], inflight: dict[Any, dict[str, Any]], tasks_left: Counter, tally: _Tally
+    ) -> list[int]:
+        """Adds the ready tasks' reports to the tally, drops the tasks that ended from ``inflight``;
+        the fragments whose every task has now ended."""
+        finished = []
+        for ref in ready:
+            task = inflight[ref]
+            try:
+                ended = self._collect(ray, ref, task, tally)
+            except BaseException:
+                # It has ended (in error): never cancelled. A force-cancel of a task Ray is
+                # completing crashed the driver ("Tried to complete task that was not pending",
+                # Ray 2.60's task_manager.cc).
+                del inflight[ref]
+                raise
+            if not ended:
+                continue
+            del inflight[ref]
+            tasks_left[task["fragment_id"]] -= 1
+            if tasks_left[task["fragment_id"]] == 0:
+                finished.append(task["fragment_id"])
+        return finished
 
     def _check_reachable(self, ray: Any, session: Any, store: dict[str, str] | None) -> None:
         """One small task on the cluster opens the table at the planned version, as the tasks will,
