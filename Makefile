@@ -65,6 +65,8 @@ bench: setup ## Benchmarks (bench/) on a release build (~35 min to build the fir
 	$(VPY) -m maturin develop --release --quiet
 	$(VPY) bench/load_ext.py
 	$(VPY) bench/backfill.py
+	$(VPY) bench/object_store.py
+	$(VPY) bench/shared_nothing.py
 	$(VPY) bench/pack.py
 	$(VPY) bench/widgets.py
 

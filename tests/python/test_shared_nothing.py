@@ -37,8 +37,9 @@ def _require_unshare() -> None:
         pytest.fail(f"this machine cannot create a mount namespace (unshare --mount): {probe.stderr.strip()}")
 
 
-def isolated_venv(tmp: Path) -> Path:
-    """A virtualenv with the cluster's runtime and geneva installed from a wheel of this checkout."""
+def isolated_venv(tmp: Path, profile: str = "dev") -> Path:
+    """A virtualenv with the cluster's runtime and geneva installed from a wheel of this checkout
+    (a ``profile`` build: the benchmark's is ``release``)."""
     key = hashlib.sha256("\n".join([sys.version, *CLUSTER_REQUIREMENTS]).encode()).hexdigest()[:12]
     venv = ISOLATED_VENVS / f"geneva-isolated-venv-{key}"
     python = venv / "bin" / "python"
@@ -53,7 +54,7 @@ def isolated_venv(tmp: Path) -> Path:
     env = {**os.environ, "PYO3_PYTHON": sys.executable}
     env.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache" / "geneva" / "target"))
     subprocess.run(
-        [str(maturin), "build", "--profile", "dev", "--quiet", "--out", str(wheels)], check=True, cwd=REPO, env=env
+        [str(maturin), "build", "--profile", profile, "--quiet", "--out", str(wheels)], check=True, cwd=REPO, env=env
     )
     (wheel,) = wheels.glob("geneva-*.whl")
     subprocess.run(
