@@ -25,28 +25,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "python"))  # the tests' moto server, proxies, byte counter
+sys.path.insert(0, str(HERE))
+from backfill_job import make_rows  # noqa: E402  (the same table as the other backfill benchmarks)
 
 
-def make_rows(n: int):
-    import pyarrow as pa
-
-    return pa.table(
-        {
-            "id": pa.array(range(n), pa.int64()),
-            "filename": [f"{'abcdef'[i % 6]}_{i}.jpg" for i in range(n)],
-            "x": pa.array([float(i) for i in range(n)]),
-            "y": pa.array([0.5] * n),
-        }
-    )
-
-
-def child(store: str, rows: int, reps: int) -> dict:
+def udfs() -> dict:
+    """The benchmark's two UDFs (bench/backfill_job.py's): a scalar and a batched one."""
     import geneva
     import pyarrow as pa
     import pyarrow.compute as pc
-    import ray
-    from kernel_io import KernelBytes
-    from object_stores import ProxyProcess, S3Server, StoreProxy
 
     @geneva.udf(data_type=pa.int32())
     def filename_len(filename: str) -> int:
@@ -55,6 +42,18 @@ def child(store: str, rows: int, reps: int) -> dict:
     @geneva.udf(data_type=pa.float64())
     def xy_product(x: pa.Array, y: pa.Array) -> pa.Array:
         return pc.multiply(x, y)
+
+    return {"filename_len": filename_len, "xy_product": xy_product}
+
+
+def child(store: str, rows: int, reps: int) -> dict:
+    import geneva
+    import ray
+    from kernel_io import KernelBytes
+    from object_stores import ProxyProcess, S3Server, StoreProxy
+
+    fns = udfs()
+    xy_product = fns["xy_product"]
 
     tmp = Path(tempfile.mkdtemp(prefix="geneva-bench-store-"))
     server = S3Server(tmp) if store == "s3" else None
@@ -68,12 +67,12 @@ def child(store: str, rows: int, reps: int) -> dict:
     data = make_rows(rows)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     warm = database().create_table("warm", data.slice(0, 1000))
-    warm.add_columns({"filename_len": filename_len, "xy_product": xy_product})
-    warm.backfill("filename_len")
-    warm.backfill("xy_product")
+    warm.add_columns(fns)
+    for column in fns:
+        warm.backfill(column)
 
     out: dict = {"store": store}
-    for column, fn in (("filename_len", filename_len), ("xy_product", xy_product)):
+    for column, fn in fns.items():
         times = []
         for _ in range(reps):
             tbl = database().create_table("t", data)

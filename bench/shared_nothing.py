@@ -23,25 +23,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "python"))
 
 
-def udfs() -> dict:
-    import geneva
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    @geneva.udf(data_type=pa.int32())
-    def filename_len(filename: str) -> int:
-        return len(filename)
-
-    @geneva.udf(data_type=pa.float64())
-    def xy_product(x: pa.Array, y: pa.Array) -> pa.Array:
-        return pc.multiply(x, y)
-
-    return {"filename_len": filename_len, "xy_product": xy_product}
-
-
 def jobs(s3, data, reps: int) -> dict[str, float]:
     """Median seconds of each backfill on fresh tables, after one warm-up of each."""
     import geneva
+    from object_store import udfs
 
     out = {}
     db = geneva.connect(s3.uri(f"bench-{uuid.uuid4().hex[:8]}"), storage_options=s3.storage_options())

@@ -173,7 +173,7 @@ class StoreProxy:
         self.times = 0
         self.dropped: list[str] = []
         self.log: list[str] = []  # every request, with the upstream status
-        lock = threading.Lock()
+        lock = self._lock = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -186,18 +186,8 @@ class StoreProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 request = f"{self.command} {self.path}"
-                with lock:
-                    unanswered = (
-                        proxy.armed is not None and proxy.armed.search(request) is not None and bool(proxy.dropped)
-                    )
-                    if unanswered:
-                        proxy.dropped.append(request)
-                        proxy.times -= 1
-                        if proxy.times == 0:
-                            proxy.armed = None
-                if unanswered:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                if proxy.drops(request, forwarded=False):  # a retry after the lost answer
+                    self.hang_up()
                     return
                 skip = ("connection", "transfer-encoding", "content-length")
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
@@ -210,15 +200,8 @@ class StoreProxy:
                 upstream_conn.close()
                 with lock:
                     proxy.log.append(f"{request} -> {resp.status} {len(data)} {self.client_address[1]}")
-                    drop = proxy.armed is not None and proxy.armed.search(request) is not None
-                    if drop:
-                        proxy.dropped.append(request)
-                        proxy.times -= 1
-                        if proxy.times == 0:
-                            proxy.armed = None
-                if drop:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                if proxy.drops(request, forwarded=True):
+                    self.hang_up()
                     return
                 self.send_response_only(resp.status, resp.reason)
                 for k, v in resp.getheaders():
@@ -232,6 +215,10 @@ class StoreProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
+            def hang_up(self) -> None:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -239,6 +226,17 @@ class StoreProxy:
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def drops(self, request: str, forwarded: bool) -> bool:
+        """Whether to hang up on ``request``: the first match once forwarded, the next ones before."""
+        with self._lock:
+            if self.armed is None or self.armed.search(request) is None or bool(self.dropped) == forwarded:
+                return False
+            self.dropped.append(request)
+            self.times -= 1
+            if self.times == 0:
+                self.armed = None
+            return True
 
     def arm(self, pattern: str, times: int = 1) -> None:
         import re
