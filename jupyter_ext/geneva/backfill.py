@@ -318,7 +318,6 @@ class Job:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._errors_written = False
-        self._writer: tuple[Any, dict[str, str] | None] | None = None  # (ray, storage options) of the tasks
         self._progress = Progress(
             job_id=self.job_id,
             column=column,
@@ -554,9 +553,6 @@ class Job:
             store = None
         if session is not None and session.kind != "local":
             self._check_reachable(ray, session, store)
-        # The fragments' new files are written by tasks too (also on the embedded Ray: the kernel's
-        # memory does not grow with a column file): the driver commits metadata only.
-        self._writer = (ray, store)
         tasks_left = Counter(t["fragment_id"] for t in tasks)
         queue = deque(tasks)
         inflight: dict[Any, dict[str, Any]] = {}
@@ -588,7 +584,7 @@ class Job:
                     errors=tuple(e["error"] for e in tally.errors[:5]),
                 )
                 if finished:
-                    self._commit(finished, tally)
+                    self._commit(finished, tally, ray, store)
         except BaseException:
             for ref in inflight:
                 with contextlib.suppress(Exception):
@@ -662,15 +658,15 @@ class Job:
         tally.add(report)
         return report.get("last", False)
 
-    def _commit(self, fragment_ids: list[int], tally: _Tally) -> None:
+    def _commit(self, fragment_ids: list[int], tally: _Tally, ray: Any, store: dict[str, str] | None) -> None:
         """Commits the values and their version record in one transaction, then records the errors
-        of the committed rows (so a job cancelled later keeps them) and drops the checkpoints."""
+        of the committed rows (so a job cancelled later keeps them) and drops the checkpoints.
+        Tasks write the fragments' new files (also on the embedded Ray: the kernel's memory does not
+        grow with a column file); the driver commits metadata only."""
         self._update(stage="committing")
         stamp = (version_record(self.column), self.udf.version_id)
-        assert self._writer is not None
-        ray, store = self._writer
         version = self._plan.prepare_records(self.column, fragment_ids, stamp)
-        prepare = _remote_prepare(ray)
+        prepare = _prepare_task(ray)
         refs = [
             prepare.remote(self.table.uri, version, self.column, stamp, fid, checkpoints, runs, store)
             for fid, checkpoints, runs in self._plan.fragment_work(fragment_ids)
@@ -717,10 +713,9 @@ class Job:
 
 
 @functools.cache
-def _remote_prepare(ray: Any) -> Any:
-    """The task that writes a fragment's new column file on the cluster: on a node that runs tasks
-    (a head with no CPUs may not reach the store), with a sliver of a CPU so it never waits long
-    behind the UDF tasks."""
+def _prepare_task(ray: Any) -> Any:
+    """The task that writes a fragment's new column file: on a node that runs tasks (a head with no
+    CPUs may not reach the store), with a sliver of a CPU so it never waits long behind the UDF tasks."""
     return ray.remote(num_cpus=0.01, max_retries=1)(_prepare_fragment)
 
 

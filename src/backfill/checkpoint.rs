@@ -258,9 +258,9 @@ pub async fn remove(uris: &[String], options: &StorageOptions) -> Result<()> {
     // One store for all (they share the table's prefix); object_store's delete_stream sends S3 one
     // bulk DeleteObjects per 1,000 keys (a delete per checkpoint was the kernel's most frequent
     // request to the store).
-    let (store, _) = locate(first, options).await?;
-    let mut paths = Vec::with_capacity(uris.len());
-    for uri in uris {
+    let (store, first_path) = locate(first, options).await?;
+    let mut paths = vec![first_path];
+    for uri in &uris[1..] {
         paths.push(locate(uri, options).await?.1);
     }
     let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();

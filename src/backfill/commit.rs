@@ -354,7 +354,8 @@ async fn commit_with_retry(
     version: u64,
     replacements: Vec<DataReplacementGroup>,
 ) -> Result<Committed> {
-    let planned = table::open_with(table_uri, Some(version), options).await?;
+    // The planned version, opened only when a conflict needs comparing against it.
+    let mut planned: Option<Dataset> = None;
     let (mut read_version, mut groups, mut lost) = (version, replacements, Vec::new());
     let mut last_error = None;
     for _ in 0..COMMIT_ATTEMPTS {
@@ -382,8 +383,12 @@ async fn commit_with_retry(
         }
         match error {
             lance::Error::RetryableCommitConflict { .. } | lance::Error::IncompatibleTransaction { .. } => {
+                if planned.is_none() {
+                    planned = Some(table::open_with(table_uri, Some(version), options).await?);
+                }
+                let planned = planned.as_ref().expect("opened above");
                 let (keep, gone): (Vec<_>, Vec<_>) =
-                    groups.into_iter().partition(|g| unchanged_since(&planned, &latest, g));
+                    groups.into_iter().partition(|g| unchanged_since(planned, &latest, g));
                 lost.extend(gone.iter().map(|g| g.0));
                 groups = keep;
                 read_version = latest.version_id();
