@@ -1,9 +1,11 @@
 """The backfill driver: plan (Rust), run tasks on Ray, commit fragments (Rust).
 
-A task reads only its rows' input columns (Rust), calls the UDF, and writes a
-checkpoint per batch (Rust). A fragment whose batches are all checkpointed is
-committed as a Lance DataReplacement at the planned version. A rerun after any
-crash recomputes nothing that was checkpointed.
+A task reads only its rows' input columns (Rust), calls the UDF, and checkpoints
+what it computed every few seconds (Rust); the tasks of a fragment's last wave
+hand their last rows to the commit through Ray's object store instead. Once all
+of a fragment's tasks have ended, a task writes its new column file and the
+driver commits it as a Lance DataReplacement at the planned version. A rerun
+after any crash recomputes nothing that was checkpointed.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class _Tally:
     errors: list[dict[str, Any]] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)  # fragments rewritten by someone else: not committed
     redone: int = 0
+    # Per fragment, the Ray objects holding rows tasks handed over instead of checkpointing them.
+    held: dict[int, list[Any]] = field(default_factory=dict)
 
     def add(self, outcome: dict[str, Any]) -> None:
         self.processed += outcome["processed"]
@@ -486,6 +490,7 @@ class Job:
         for _ in range(REPLANS + 1):
             batch_size, task_size, interval = self._sizes()
             tasks = plan.tasks(batch_size, task_size)
+            self._hand_over(tasks)
             for task in tasks:
                 task["checkpoint_seconds"] = interval
             if tasks:
@@ -513,6 +518,19 @@ class Job:
             fragments_redone=tally.redone,
             notes=tuple(self.notes),
         )
+
+    def _hand_over(self, tasks: list[dict[str, Any]]) -> None:
+        """Marks the tasks that hand their last rows to the fragment's commit in memory instead of
+        checkpointing them (see ``_run_task``): each fragment's last ``_inflight`` tasks, which run
+        in its last wave, so a crash loses at most ``checkpoint_seconds`` of work of each of as
+        many tasks as the job keeps submitted. Through Ray Client (no generator tasks) every task
+        checkpoints."""
+        per_fragment = Counter(t["fragment_id"] for t in tasks)
+        seen: Counter = Counter()
+        for task in tasks:
+            fid = task["fragment_id"]
+            seen[fid] += 1
+            task["hand_over"] = self._streaming and per_fragment[fid] - seen[fid] < self._inflight
 
     def _replan(self, tally: _Tally) -> Any:
         """Plans again, at the latest version, the rows of fragments someone rewrote (a compaction)
@@ -656,6 +674,8 @@ class Job:
         except StopIteration:
             return True
         tally.add(report)
+        if report.get("held"):  # the task's next item holds its last rows: kept as a reference, never fetched
+            tally.held.setdefault(task["fragment_id"], []).append(next(ref))
         return report.get("last", False)
 
     def _commit(self, fragment_ids: list[int], tally: _Tally, ray: Any, store: dict[str, str] | None) -> None:
@@ -668,7 +688,9 @@ class Job:
         version = self._plan.prepare_records(self.column, fragment_ids, stamp)
         prepare = _prepare_task(ray)
         refs = [
-            prepare.remote(self.table.uri, version, self.column, stamp, fid, checkpoints, runs, store)
+            prepare.remote(
+                self.table.uri, version, self.column, stamp, fid, checkpoints, runs, store, *tally.held.pop(fid, [])
+            )
             for fid, checkpoints, runs in self._plan.fragment_work(fragment_ids)
         ]
         try:
@@ -719,8 +741,19 @@ def _prepare_task(ray: Any) -> Any:
     return ray.remote(num_cpus=0.01, max_retries=1)(_prepare_fragment)
 
 
-def _prepare_fragment(*args: Any) -> bytes:
-    return _native.prepare_fragment(*args)
+def _prepare_fragment(
+    uri: str,
+    version: int,
+    column: str,
+    stamp: tuple[str, int],
+    fragment_id: int,
+    checkpoints: list[str],
+    runs: list[tuple[int, int]],
+    store: dict[str, str] | None,
+    *held: tuple[pa.Array, pa.Array, pa.Array | None],
+) -> bytes:
+    """``held``: rows tasks handed over (Ray resolved their references to the arrays, on this node)."""
+    return _native.prepare_fragment(uri, version, column, stamp, fragment_id, checkpoints, runs, store, list(held))
 
 
 @functools.cache
@@ -909,6 +942,14 @@ def _run_task(
             pending.add(batch_offsets, values, mask)
         if counts.due():
             yield counts.take()
+    if task.get("hand_over") and pending.offsets:
+        # Its last rows go to the fragment's commit through Ray's object store (on this node,
+        # never through the driver), not through a checkpoint written to and read back from the
+        # table's store. A crash before that commit loses them: at most ``checkpoint_seconds``
+        # of this task's work, as for a running task.
+        yield {**counts.take(), "last": True, "held": True}
+        yield pending.take()
+        return
     pending.flush()
     # Marked last: the driver can commit on it without waiting for the task's end.
     yield {**counts.take(), "last": True}
@@ -973,25 +1014,23 @@ class _Pending:
         if time.monotonic() - self.since >= self.task["checkpoint_seconds"] or self.nbytes >= CHECKPOINT_BYTES:
             self.flush()
 
+    def take(self) -> tuple[pa.Array, pa.Array, pa.Array | None]:
+        """The rows held, as (offsets, values, which failed or None), and holds none."""
+        failed = None
+        if any(f is not None for f in self.failed):
+            failed = pa.concat_arrays(
+                [f if f is not None else pa.repeat(False, len(o)) for f, o in zip(self.failed, self.offsets, strict=True)]
+            )
+        rows = (pa.concat_arrays(self.offsets), pa.concat_arrays(self.values), failed)
+        self.offsets, self.values, self.failed, self.nbytes = [], [], [], 0
+        self.since = time.monotonic()
+        return rows
+
     def flush(self) -> None:
         if self.offsets:
             task = self.task
-            failed = None
-            if any(f is not None for f in self.failed):
-                failed = pa.concat_arrays(
-                    [
-                        f if f is not None else pa.repeat(False, len(o))
-                        for f, o in zip(self.failed, self.offsets, strict=True)
-                    ]
-                )
+            offsets, values, failed = self.take()
             _native.checkpoint_write(
-                task["checkpoint_root"],
-                task["fragment_id"],
-                task["input_digest"],
-                pa.concat_arrays(self.offsets),
-                pa.concat_arrays(self.values),
-                failed,
-                self.store,
+                task["checkpoint_root"], task["fragment_id"], task["input_digest"], offsets, values, failed, self.store
             )
-        self.offsets, self.values, self.failed, self.nbytes = [], [], [], 0
         self.since = time.monotonic()

@@ -59,7 +59,7 @@ pub async fn commit_fragments(
     let mut replacements = Vec::with_capacity(fragments.len());
     for (fragment_id, uris, planned) in fragments {
         replacements
-            .push(prepare_fragment(table_uri, options, version, column, stamp, *fragment_id, uris, planned).await?);
+            .push(prepare_fragment(table_uri, options, version, column, stamp, *fragment_id, uris, Vec::new(), planned).await?);
     }
     commit_prepared(table_uri, options, version, replacements).await
 }
@@ -81,8 +81,10 @@ pub async fn prepare_records(
     Ok(record_versions_apart(&ds, options, column, &stamp.column, fragment_ids).await?.unwrap_or(version))
 }
 
-/// Writes one fragment's new column file (and version record) from its checkpoints, at
-/// `version`; what `commit_prepared` publishes. Runs where the data is: on a worker.
+/// Writes one fragment's new column file (and version record) from its checkpoints (`uris`, in
+/// the store, and `held`: the last values of tasks that handed them over in memory instead of
+/// writing a checkpoint), at `version`; what `commit_prepared` publishes. Runs where the data
+/// is: on a worker.
 #[allow(clippy::too_many_arguments)]
 pub async fn prepare_fragment(
     table_uri: &str,
@@ -92,6 +94,7 @@ pub async fn prepare_fragment(
     stamp: Option<&Stamp>,
     fragment_id: u64,
     uris: &[String],
+    held: Vec<Checkpoint>,
     planned: &[u32],
 ) -> Result<DataReplacementGroup> {
     let ds = table::open_with(table_uri, Some(version), options).await?;
@@ -108,7 +111,7 @@ pub async fn prepare_fragment(
         return Err(TableError::Invalid(format!("version record {} is {}, not Int64", f.name(), f.data_type())).into());
     }
     let schema = Arc::new(Schema::new(arrow_fields.clone()));
-    let columns = fragment_columns(&ds, options, fragment_id, &arrow_fields, stamp, uris, planned).await?;
+    let columns = fragment_columns(&ds, options, fragment_id, &arrow_fields, stamp, uris, held, planned).await?;
     let batch = RecordBatch::try_new(schema, columns)?;
     let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
         fragment: fragment_id,
@@ -201,6 +204,7 @@ async fn fragment_columns(
     fields: &[Field],
     stamp: Option<&Stamp>,
     uris: &[String],
+    held: Vec<Checkpoint>,
     planned: &[u32],
 ) -> Result<Vec<ArrayRef>> {
     let field = &fields[0];
@@ -217,15 +221,16 @@ async fn fragment_columns(
         .buffered(CONCURRENT_READS)
         .try_collect()
         .await?;
-    let mut checkpoints: Vec<Checkpoint> = Vec::with_capacity(uris.len());
-    for (uri, cp) in uris.iter().zip(read) {
+    let mut checkpoints: Vec<Checkpoint> = Vec::with_capacity(uris.len() + held.len());
+    let named = uris.iter().cloned().zip(read).chain(held.into_iter().map(|cp| ("(handed over)".to_owned(), Some(cp))));
+    for (uri, cp) in named {
         let cp = cp.ok_or_else(|| BackfillError::Checkpoint {
             path: uri.clone(),
             message: "vanished before the commit".into(),
         })?;
         if cp.values.data_type() != field.data_type() {
             return Err(BackfillError::Checkpoint {
-                path: uri.clone(),
+                path: uri,
                 message: format!("holds {} but column {column} is {}", cp.values.data_type(), field.data_type()),
             });
         }

@@ -2,7 +2,7 @@
 
 use super::block_on;
 use super::errors::backfill_error;
-use crate::backfill::checkpoint::{self, Found};
+use crate::backfill::checkpoint::{self, Checkpoint, Found};
 use crate::backfill::commit;
 use crate::backfill::{self, CheckpointStore, Plan, Stamp, read};
 use crate::store::StorageOptions;
@@ -234,9 +234,10 @@ fn runs_of(offsets: &[u32]) -> Vec<(u32, u32)> {
 }
 
 /// Worker: writes fragment `fragment_id`'s new column file (and version record `stamp`) from its
-/// checkpoints, at `version`; returns it as bytes for the driver's `commit_prepared`.
+/// checkpoints and the rows tasks handed over in memory (`held`: (offsets, values, failed)), at
+/// `version`; returns it as bytes for the driver's `commit_prepared`.
 #[pyfunction]
-#[pyo3(signature = (uri, version, column, stamp, fragment_id, checkpoints, runs, storage_options=None))]
+#[pyo3(signature = (uri, version, column, stamp, fragment_id, checkpoints, runs, storage_options=None, held=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 fn prepare_fragment<'py>(
     py: Python<'py>,
@@ -248,8 +249,10 @@ fn prepare_fragment<'py>(
     checkpoints: Vec<String>,
     runs: Vec<(u32, u32)>,
     storage_options: Option<StorageOptions>,
+    held: Vec<Rows>,
 ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     let options = storage_options.unwrap_or_default();
+    let held = held.into_iter().map(checkpoint_of).collect::<PyResult<Vec<_>>>()?;
     let planned: Vec<u32> = runs.iter().flat_map(|(s, e)| *s..*e).collect();
     let stamp = Stamp { column: stamp.0, id: stamp.1 };
     let group = block_on(
@@ -263,6 +266,7 @@ fn prepare_fragment<'py>(
                 Some(&stamp),
                 fragment_id,
                 &checkpoints,
+                held,
                 &planned,
             )
             .await
@@ -270,6 +274,23 @@ fn prepare_fragment<'py>(
         backfill_error,
     )?;
     Ok(pyo3::types::PyBytes::new(py, &commit::encode(&group)))
+}
+
+/// A task's computed rows as pyarrow arrays: (physical offsets, values, which failed).
+type Rows = (PyArrowType<ArrayData>, PyArrowType<ArrayData>, Option<PyArrowType<ArrayData>>);
+
+fn checkpoint_of((offsets, values, failed): Rows) -> PyResult<Checkpoint> {
+    let failed = match failed {
+        None => None,
+        Some(data) => Some(
+            make_array(data.0)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .cloned()
+                .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("failed must be a pyarrow bool array"))?,
+        ),
+    };
+    Ok(Checkpoint { offsets: offsets_of(offsets)?, values: make_array(values.0), failed })
 }
 
 fn offsets_of(data: PyArrowType<ArrayData>) -> PyResult<UInt32Array> {
@@ -378,18 +399,7 @@ fn checkpoint_write(
     failed: Option<PyArrowType<ArrayData>>,
     storage_options: Option<StorageOptions>,
 ) -> PyResult<String> {
-    let offsets = offsets_of(offsets)?;
-    let values = make_array(values.0);
-    let failed = match failed {
-        None => None,
-        Some(data) => Some(
-            make_array(data.0)
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .cloned()
-                .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("failed must be a pyarrow bool array"))?,
-        ),
-    };
+    let Checkpoint { offsets, values, failed } = checkpoint_of((offsets, values, failed))?;
     let options = storage_options.unwrap_or_default();
     let uri = CheckpointStore { root, options: Default::default() }.uri(fragment_id, &input_digest, offsets.values());
     block_on(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -421,6 +422,58 @@ def test_the_kernel_moves_under_one_percent_of_the_column(store, tmp_path, reque
     print(f"kernel during the backfill: {moved} for a {rows * 8:,}-byte column; TCP by peer: {moved.by_peer}")
     assert moved.total < rows * 8 * 0.01, str(moved)
     assert theirs(tbl, ["xy"])["xy"].to_pylist()[-3:] == [2.0 * (rows - i) for i in (3, 2, 1)]
+
+
+def test_short_tasks_hand_their_rows_to_the_commit_instead_of_checkpointing(s3_server) -> None:
+    """A task that ends within ``checkpoint_seconds`` of its last checkpoint writes none: its rows
+    reach the fragment's column file through Ray's object store, not through a checkpoint PUT to the
+    store and a GET back. With ``checkpoint_size`` every batch is still a checkpoint."""
+    from object_stores import StoreProxy
+
+    proxy = StoreProxy(s3_server.endpoint)
+    try:
+        options = {**s3_server.storage_options(), "aws_endpoint": proxy.endpoint}
+        db = geneva.connect(s3_server.uri(f"handover-{uuid.uuid4().hex[:12]}"), storage_options=options)
+        rows = 200_000
+        tbl = db.create_table("t", pa.table({"x": np.arange(rows, dtype=np.float64)}))  # one fragment, 4 tasks
+
+        @geneva.udf(data_type=pa.float64())
+        def doubled(x: pa.Array) -> pa.Array:
+            return pc.multiply(x, 2.0)
+
+        @geneva.udf(data_type=pa.float64())
+        def tripled(x: pa.Array) -> pa.Array:
+            return pc.multiply(x, 3.0)
+
+        @geneva.udf(data_type=pa.float64())
+        def negated(x: pa.Array) -> pa.Array:
+            return pc.negate(x)
+
+        tbl.add_columns({"doubled": doubled, "tripled": tripled, "negated": negated})
+
+        def checkpoint_puts() -> list[str]:
+            return [r for r in proxy.log if r.startswith("PUT ") and "/_geneva/checkpoints/" in r]
+
+        # 2 CPUs: 4 tasks of the fragment, all submitted at once: none checkpoints.
+        proxy.log.clear()
+        assert tbl.backfill("doubled").rows_processed == rows
+        assert checkpoint_puts() == []
+        proxy.log.clear()
+        assert tbl.backfill("tripled", checkpoint_size=50_000).rows_processed == rows
+        assert len(checkpoint_puts()) == rows // 50_000
+        # One task at a time (2 tasks of 131,072 rows): only the last hands its rows over, so a crash
+        # loses at most the last seconds of as many tasks as run at once.
+        proxy.log.clear()
+        assert tbl.backfill("negated", concurrency=1).rows_processed == rows
+        ends = [int(re.search(r"/f\d+-\w+-\d+-(\d+)-\d+\.lance ", p)[1]) for p in checkpoint_puts()]
+        assert ends and max(ends) == 131_071, checkpoint_puts()
+        got = theirs(tbl, ["x", "doubled", "tripled", "negated"])
+        assert got["doubled"].to_pylist() == [2.0 * i for i in range(rows)]
+        assert got["tripled"].to_pylist() == [3.0 * i for i in range(rows)]
+        assert got["negated"].to_pylist() == [-1.0 * i for i in range(rows)]
+        assert s3_server.names(tbl.uri.split("/", 3)[3] + "/_geneva/checkpoints") == {}
+    finally:
+        proxy.stop()
 
 
 # -- jobs, cancel, concurrency, crash ----------------------------------------------------------
