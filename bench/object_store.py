@@ -46,6 +46,25 @@ def udfs() -> dict:
     return {"filename_len": filename_len, "xy_product": xy_product}
 
 
+def pylance_time(tables: list) -> float:
+    """The peer a user would reach for, on the same store: pylance's own ``add_columns`` of x * y
+    (one process, no Ray, no checkpoints), once on each of ``tables`` (fresh copies); the median."""
+    import lance
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def product(batch: pa.RecordBatch) -> pa.RecordBatch:
+        return pa.record_batch([pc.multiply(batch["x"], batch["y"])], names=["xy"])
+
+    times = []
+    for tbl in tables:
+        ds = lance.dataset(tbl.uri, storage_options=tbl._storage_options or None)
+        started = time.perf_counter()
+        ds.add_columns(product, read_columns=["x", "y"])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def child(store: str, rows: int, reps: int) -> dict:
     import geneva
     import ray
@@ -83,23 +102,7 @@ def child(store: str, rows: int, reps: int) -> dict:
             assert tbl.count_rows(f"{column} IS NULL") == 0
         out[f"{column}_s"] = statistics.median(times)
 
-    # The peer a user would reach for, on the same store: pylance's own add_columns of x * y (one
-    # process, no Ray, no checkpoints), on fresh copies: what the store itself costs.
-    import lance
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    def product(batch: pa.RecordBatch) -> pa.RecordBatch:
-        return pa.record_batch([pc.multiply(batch["x"], batch["y"])], names=["xy"])
-
-    times = []
-    for _ in range(reps):
-        tbl = database().create_table("t", data)
-        ds = lance.dataset(tbl.uri, storage_options=tbl._storage_options or None)
-        started = time.perf_counter()
-        ds.add_columns(product, read_columns=["x", "y"])
-        times.append(time.perf_counter() - started)
-    out["pylance_s"] = statistics.median(times)
+    out["pylance_s"] = pylance_time([database().create_table("t", data) for _ in range(reps)])
 
     # The kernel's bytes during the batched job (files, pipes and TCP).
     proxy = ProxyProcess(server.endpoint) if server else None

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from geneva import _native
-from geneva.db import did_you_mean, version_record
+from geneva.db import _visible_schema, did_you_mean, version_record
 from geneva.exceptions import BackfillCancelled, BackfillError, ColumnNotFoundError, InvalidInputError, UdfError
 
 if TYPE_CHECKING:
@@ -189,8 +189,10 @@ def start(
         memory=memory,
         on_error=on_error,
     )
-    fn = table.udf_of(column)
-    schema = table.schema
+    # The table's schema read once (on a store each read is a request).
+    full = table._full_schema()
+    schema = _visible_schema(full)
+    fn = table.udf_of(column, schema)
     inputs = fn.input_columns if fn.input_columns is not None else [n for n in schema.names if n != column]
     missing = [c for c in inputs if c not in schema.names]
     if missing:
@@ -198,7 +200,7 @@ def start(
             f"UDF {fn.name} reads column {missing[0]!r}, which table {table.name!r} lacks"
             + did_you_mean(missing[0], schema.names)
         )
-    table._ensure_record(column)
+    table._ensure_record(column, full)
     plan = _plan(table, column, fn, inputs, opts.where)
     notes = _recompute_notes(table, column, fn, plan, opts.where)
     job = Job(table, column, fn, inputs, plan, opts, notes=notes)
@@ -1019,7 +1021,10 @@ class _Pending:
         failed = None
         if any(f is not None for f in self.failed):
             failed = pa.concat_arrays(
-                [f if f is not None else pa.repeat(False, len(o)) for f, o in zip(self.failed, self.offsets, strict=True)]
+                [
+                    f if f is not None else pa.repeat(False, len(o))
+                    for f, o in zip(self.failed, self.offsets, strict=True)
+                ]
             )
         rows = (pa.concat_arrays(self.offsets), pa.concat_arrays(self.values), failed)
         self.offsets, self.values, self.failed, self.nbytes = [], [], [], 0

@@ -241,8 +241,7 @@ class Table:
     @property
     def schema(self) -> pa.Schema:
         """The table's columns (without geneva's UDF version records)."""
-        full = self._full_schema()
-        return pa.schema([f for f in full if not _is_record(f)], metadata=full.metadata)
+        return _visible_schema(self._full_schema())
 
     def _full_schema(self) -> pa.Schema:
         return _native.table_info(self.uri, None, self._storage_options)[1]
@@ -251,7 +250,7 @@ class Table:
         if columns is not None:
             return columns
         full = self._full_schema()
-        return None if not any(_is_record(f) for f in full) else self.schema.names
+        return None if not any(_is_record(f) for f in full) else _visible_schema(full).names
 
     @property
     def version(self) -> int:
@@ -344,10 +343,12 @@ class Table:
             f" and computes the {status.rows_never:,} never computed"
         )
 
-    def _ensure_record(self, column: str) -> None:
+    def _ensure_record(self, column: str, full: pa.Schema | None = None) -> None:
         """Declares the column's version record if it has none (a column added by an older geneva:
-        its rows count as computed by an unknown version, so the next backfill recomputes them)."""
-        if version_record(column) not in self._full_schema().names:
+        its rows count as computed by an unknown version, so the next backfill recomputes them).
+        ``full``: the table's whole schema, when the caller read it already (each read of a table on
+        a store is a request)."""
+        if version_record(column) not in (full if full is not None else self._full_schema()).names:
             _native.table_add_null_columns(self.uri, pa.schema([_record_field(column)]), self._storage_options)
 
     def column_status(self, column: str) -> ColumnStatus:
@@ -382,8 +383,8 @@ class Table:
             by_version={k: v for k, v in by_version.items() if k is not None and k != stored["version"]},
         )
 
-    def _udf_meta(self, column: str) -> dict[str, Any]:
-        schema = self.schema
+    def _udf_meta(self, column: str, schema: pa.Schema | None = None) -> dict[str, Any]:
+        schema = schema if schema is not None else self.schema
         if column not in schema.names:
             raise ColumnNotFoundError(
                 f"table {self.name!r} has no column {column!r}" + did_you_mean(column, schema.names)
@@ -411,11 +412,11 @@ class Table:
             "versions": versions,
         }
 
-    def udf_of(self, column: str) -> UDF:
-        """The UDF stored for a computed column."""
+    def udf_of(self, column: str, schema: pa.Schema | None = None) -> UDF:
+        """The UDF stored for a computed column (``schema``: the table's, when the caller has it)."""
         import cloudpickle
 
-        info = self._udf_meta(column)
+        info = self._udf_meta(column, schema)
         blob = _native.store_get(f"{self.uri}/_geneva/udfs/{info['path']}", self._storage_options)
         if blob is None:
             raise InvalidInputError(
@@ -446,6 +447,11 @@ class Table:
         if "_versions" not in _native.store_list(uri, self._storage_options):
             raise InvalidInputError(f"no errors recorded for job {job_id!r} of table {self.name!r}")
         return _native.table_scan(uri, storage_options=self._storage_options).read_all()
+
+
+def _visible_schema(full: pa.Schema) -> pa.Schema:
+    """A table's schema without geneva's UDF version records."""
+    return pa.schema([f for f in full if not _is_record(f)], metadata=full.metadata)
 
 
 def _record_field(column: str) -> pa.Field:

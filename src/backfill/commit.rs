@@ -58,8 +58,10 @@ pub async fn commit_fragments(
     let version = prepare_records(table_uri, options, version, column, stamp, &ids).await?;
     let mut replacements = Vec::with_capacity(fragments.len());
     for (fragment_id, uris, planned) in fragments {
-        replacements
-            .push(prepare_fragment(table_uri, options, version, column, stamp, *fragment_id, uris, Vec::new(), planned).await?);
+        replacements.push(
+            prepare_fragment(table_uri, options, version, column, stamp, *fragment_id, uris, Vec::new(), planned)
+                .await?,
+        );
     }
     commit_prepared(table_uri, options, version, replacements).await
 }
@@ -363,13 +365,16 @@ async fn commit_with_retry(
     let mut planned: Option<Dataset> = None;
     let (mut read_version, mut groups, mut lost) = (version, replacements, Vec::new());
     let mut last_error = None;
-    for _ in 0..COMMIT_ATTEMPTS {
-        let latest = table::open_with(table_uri, None, options).await?;
+    for attempt in 0..COMMIT_ATTEMPTS {
+        // First at the version the files were prepared at (its manifest is in the session's cache:
+        // no listing); Lance's commit looks for newer versions itself and rebases over them.
         if groups.is_empty() {
+            let latest = table::open_with(table_uri, None, options).await?;
             return Ok(Committed { version: latest.version_id(), lost });
         }
+        let base = table::open_with(table_uri, (attempt == 0).then_some(read_version), options).await?;
         let result = Dataset::commit(
-            WriteDestination::Dataset(Arc::new(latest)),
+            WriteDestination::Dataset(Arc::new(base)),
             Operation::DataReplacement { replacements: groups.clone() },
             Some(read_version),
             None,
