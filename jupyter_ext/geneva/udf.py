@@ -115,7 +115,8 @@ def _python_type_to_arrow(annotation: Any) -> pa.DataType | None:
 
     if isinstance(annotation, pa.DataType):
         return annotation
-    simple = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), bytes: pa.binary()}
+    # bytes and str columns get 64-bit offsets: images, audio and documents pass 2 GiB per file soon.
+    simple = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.large_string(), bytes: pa.large_binary()}
     if annotation in simple:
         return simple[annotation]
     if isinstance(annotation, type) and issubclass(annotation, np.generic):
@@ -249,7 +250,7 @@ class UDF:
             for i, value in enumerate(values):
                 problem = check(value)
                 if problem:
-                    raise _row_error(f"UDF {self.name} returned {value!r}: {problem}", i)
+                    raise _row_error(f"UDF {self.name} returned {_short_repr(value)}: {problem}", i)
         try:
             return pa.array(values, type=self.data_type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as exc:
@@ -258,7 +259,9 @@ class UDF:
                     pa.array([value], type=self.data_type)
                 except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as row_exc:
                     raise _row_error(
-                        f"UDF {self.name} returned {value!r}, which does not fit {self.data_type}: {row_exc}", i
+                        f"UDF {self.name} returned {_short_repr(value)}, which does not fit {self.data_type}: "
+                        f"{row_exc}",
+                        i,
                     ) from None
             raise UdfError(f"UDF {self.name}: results do not fit {self.data_type}: {exc}") from exc
 
@@ -277,6 +280,8 @@ class UDF:
             raise UdfError(f"UDF {self.name} returned {len(result)} values for a batch of {rows} rows")
         if result.type == self.data_type:
             return result
+        if pa.types.is_fixed_size_list(self.data_type):
+            return self._vectors(result)
         if _same_kind(result.type, self.data_type):
             try:
                 return result.cast(self.data_type, safe=True)
@@ -285,6 +290,48 @@ class UDF:
                     f"UDF {self.name}: values do not fit {self.data_type} (got {result.type}): {exc}"
                 ) from exc
         raise UdfError(f"UDF {self.name} returned {result.type}, expected {self.data_type}")
+
+    def _vectors(self, result: pa.Array) -> pa.Array:
+        """An array UDF's vectors as the column's fixed-size lists: other float widths and lists of
+        the right length are cast; another dimension, or a row of another length, is an error
+        (never padded or cut)."""
+        import numpy as np
+
+        want, dim = self.data_type, self.data_type.list_size
+        t = pa.types
+        if t.is_fixed_size_list(result.type) and result.type.list_size != dim:
+            raise UdfError(
+                f"UDF {self.name} returned {result.type.list_size}-d vectors ({result.type}); "
+                f"the column is {dim}-d ({want})"
+            )
+        if t.is_list(result.type) or t.is_large_list(result.type):
+            import pyarrow.compute as pc
+
+            lengths = pc.list_value_length(result).fill_null(dim).to_numpy(zero_copy_only=False)
+            bad = np.flatnonzero(lengths != dim)
+            if len(bad):
+                i = int(bad[0])
+                raise UdfError(
+                    f"UDF {self.name}: row {i} of the batch has {lengths[i]} values, not {dim} ({want}); "
+                    f"{len(bad)} row(s) of the batch have another length"
+                )
+        value_type = getattr(result.type, "value_type", None)
+        if value_type is None or not _same_kind(value_type, want.value_type):
+            raise UdfError(f"UDF {self.name} returned {result.type}, expected {want}")
+        try:
+            return result.cast(want, safe=not (t.is_floating(value_type) and t.is_floating(want.value_type)))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise UdfError(f"UDF {self.name}: values do not fit {want} (got {result.type}): {exc}") from exc
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 768-d vector is not an error message)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray) and value.size > 8:
+        return f"array(shape={value.shape}, dtype={value.dtype})"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _row_error(message: str, row: int) -> UdfError:
@@ -320,6 +367,20 @@ def _mismatch_check(data_type: pa.DataType) -> Callable[[Any], str | None] | Non
             return None
 
         return check_int
+    if pa.types.is_fixed_size_list(data_type):
+        dim = data_type.list_size
+
+        def check_vector(value: Any) -> str | None:
+            if isinstance(value, np.ndarray):
+                if value.ndim != 1:
+                    return f"shape {value.shape} is not a vector of {dim} (one row, one vector)"
+                if value.dtype.kind not in "fiu":
+                    return f"dtype {value.dtype} is not numeric ({data_type})"
+            elif not isinstance(value, (list, tuple)):
+                return None if value is None else f"{type(value).__name__} is not a vector of {dim} ({data_type})"
+            return None if len(value) == dim else f"{len(value)} values, not {dim} ({data_type})"
+
+        return check_vector
     if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
 
         def check_str(value: Any) -> str | None:
