@@ -39,6 +39,8 @@ MIN_CHECKPOINT_SIZE, MAX_CHECKPOINT_SIZE = 1024, 32768
 TASKS_PER_SLOT = 2  # a slow worker leaves the others something to take over
 CHECKPOINT_SECONDS = 2.0  # by default a task checkpoints what it computed at least this often
 CHECKPOINT_BYTES = 64 << 20  # ... or once it holds this much computed data
+BATCH_BYTES = 64 << 20  # a batch reads about this much input (as stored), at least one row
+TASK_BATCHES_BY_BYTES = 2  # batches per task when their bytes, not their rows, bound them
 WAIT_SECONDS = 0.5  # the driver notices a cancel within this long
 PROGRESS_SECONDS = 0.25  # a task reports its counts at most this often (and at its end)
 ON_ERROR = ("fail", "skip")
@@ -138,6 +140,8 @@ class _Options:
     concurrency: int
     checkpoint_size: int | None
     task_size: int | None
+    batch_bytes: int | None
+    checkpoint_bytes: int | None
     num_cpus: float | None
     num_gpus: float | None
     memory: int | None
@@ -151,7 +155,7 @@ def _check_options(**opts: Any) -> _Options:
     concurrency = opts["concurrency"]
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise InvalidInputError(f"concurrency must be an int >= 1, got {concurrency!r}")
-    for key in ("checkpoint_size", "task_size", "memory"):
+    for key in ("checkpoint_size", "task_size", "memory", "batch_bytes", "checkpoint_bytes"):
         value = opts[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise InvalidInputError(f"{key} must be an int >= 1, got {value!r}")
@@ -173,6 +177,8 @@ def start(
     concurrency: int = 8,
     checkpoint_size: int | None = None,
     task_size: int | None = None,
+    batch_bytes: int | None = None,
+    checkpoint_bytes: int | None = None,
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     memory: int | None = None,
@@ -184,6 +190,8 @@ def start(
         concurrency=concurrency,
         checkpoint_size=checkpoint_size,
         task_size=task_size,
+        batch_bytes=batch_bytes,
+        checkpoint_bytes=checkpoint_bytes,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         memory=memory,
@@ -413,11 +421,17 @@ class Job:
         A task holds the share of one slot (tasks never span fragments): the
         progress moves as the task goes (see ``_streaming``), so tasks need not
         be small for the display's sake, and each task is a Ray round trip.
+
+        Bytes bound them too: a batch reads about ``batch_bytes`` of input (rows of
+        images or video make batches of a few dozen rows), and a task whose batches
+        are cut by their bytes holds at most ``TASK_BATCHES_BY_BYTES`` of them, so
+        a worker's memory does not grow with the table (measured: a task's peak
+        grew with its length, as its checkpoints and read buffers came and went).
         """
         opts, plan = self._opts, self._plan
         share = math.ceil(plan.rows / max(1, opts.concurrency * 2)) if plan.rows else MIN_CHECKPOINT_SIZE
         given = opts.checkpoint_size or self.udf.checkpoint_size
-        batch = given or min(MAX_CHECKPOINT_SIZE, max(MIN_CHECKPOINT_SIZE, share))
+        batch = given or min(MAX_CHECKPOINT_SIZE, max(MIN_CHECKPOINT_SIZE, share), self._rows_by_bytes)
         interval = 0.0 if given else CHECKPOINT_SECONDS
         if opts.task_size is not None:
             return batch, max(opts.task_size, batch), interval
@@ -425,7 +439,25 @@ class Job:
             # Progress moves a task at a time: tasks sized by ``concurrency``, as many as 16 batches.
             return batch, max(batch, min(batch * 16, share)), interval
         per_slot = math.ceil(plan.rows / (self._slots * TASKS_PER_SLOT)) if plan.rows else batch
-        return batch, math.ceil(per_slot / batch) * batch, interval
+        task = math.ceil(per_slot / batch) * batch
+        if not given and self._rows_by_bytes < MAX_CHECKPOINT_SIZE:
+            task = min(task, TASK_BATCHES_BY_BYTES * batch)
+        return batch, task, interval
+
+    @functools.cached_property
+    def _rows_by_bytes(self) -> int:
+        """Rows of input that make ``batch_bytes`` (the call's, the UDF's, or ``BATCH_BYTES``), from the
+        inputs' stored size per row (the plan's sample of the files' footers); at least one row.
+        Images or video of 1 MiB a row make batches of 64 rows, not thousands."""
+        per_row = self._plan.bytes_per_row
+        if not per_row:
+            return MAX_CHECKPOINT_SIZE
+        budget = self._opts.batch_bytes or self.udf.batch_bytes or BATCH_BYTES
+        return max(1, round(budget / per_row))
+
+    @functools.cached_property
+    def _checkpoint_bytes(self) -> int:
+        return self._opts.checkpoint_bytes or self.udf.checkpoint_bytes or CHECKPOINT_BYTES
 
     @functools.cached_property
     def _streaming(self) -> bool:
@@ -495,6 +527,9 @@ class Job:
             self._hand_over(tasks)
             for task in tasks:
                 task["checkpoint_seconds"] = interval
+                task["checkpoint_bytes"] = self._checkpoint_bytes
+                # Batches cut short by their bytes (large rows) are read one at a time.
+                task["joined"] = self._rows_by_bytes >= MAX_CHECKPOINT_SIZE
             if tasks:
                 self._run_tasks(tasks, tally, started)
             if not tally.lost:
@@ -911,7 +946,7 @@ def _run_task(
     if offsets is None:
         first = task["first"]
         ranges = [(first + start, first + end) for start, end, done in task["batches"] if not done]
-        runs = _native.read_runs(table_uri, version, fragment_id, ranges, inputs, store)
+        runs = _native.read_runs(table_uri, version, fragment_id, ranges, inputs, store, task.get("joined", True))
     for start, end, done in task["batches"]:
         if done:
             pending.flush()  # a checkpoint holds a contiguous run of the plan
@@ -1013,7 +1048,8 @@ class _Pending:
         self.values.append(values)
         self.failed.append(failed)
         self.nbytes += values.nbytes
-        if time.monotonic() - self.since >= self.task["checkpoint_seconds"] or self.nbytes >= CHECKPOINT_BYTES:
+        task = self.task
+        if time.monotonic() - self.since >= task["checkpoint_seconds"] or self.nbytes >= task["checkpoint_bytes"]:
             self.flush()
 
     def take(self) -> tuple[pa.Array, pa.Array, pa.Array | None]:

@@ -330,7 +330,7 @@ class Table:
         if current.type != fn.data_type:
             raise ColumnExistsError(
                 f"column {current.name!r} holds {current.type} but UDF {fn.name} returns {fn.data_type}: "
-                "add it under a new column name"
+                f"pass data_type=pa.{current.type}() to keep the column, or add it under a new column name"
             )
         if stored["version"] == fn.version:
             return
@@ -528,5 +528,7 @@ def _with_inputs(fn: UDF, inputs: list[str]) -> UDF:
         "memory": fn.memory,
         "checkpoint_size": fn.checkpoint_size,
         "batch_size": fn.batch_size,
+        "batch_bytes": fn.batch_bytes,
+        "checkpoint_bytes": fn.checkpoint_bytes,
     }
     return UDF(fn.func, **{k: v for k, v in options.items() if v is not None})

@@ -206,6 +206,12 @@ class GenevaMagics(Magics):
     )
     @argument("--checkpoint-size", type=int, metavar="N", help="rows per checkpoint (default: adaptive)")
     @argument(
+        "--batch-bytes",
+        type=int,
+        metavar="N",
+        help="bytes of input a batch reads (default: 64 MiB; rows per batch follow from the inputs' size)",
+    )
+    @argument(
         "--on-error", choices=("fail", "skip"), default="fail", help="skip: failing rows become NULL and are recorded"
     )
     @argument(
@@ -239,6 +245,7 @@ class GenevaMagics(Magics):
                 where=args.where,
                 concurrency=concurrency,
                 checkpoint_size=args.checkpoint_size,
+                batch_bytes=args.batch_bytes,
                 on_error=args.on_error,
             )
         except BackfillError:

@@ -41,6 +41,8 @@ OPTIONS = (
     "memory",
     "checkpoint_size",
     "batch_size",
+    "batch_bytes",
+    "checkpoint_bytes",
     "version",
 )
 
@@ -104,7 +106,7 @@ def _check_resources(name: str, options: dict[str, Any]) -> None:
         value = options.get(key)
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise ValueError(f"UDF {name}: {key} must be a number >= 0, got {value!r}")
-    for key in ("checkpoint_size", "batch_size", "memory"):
+    for key in ("checkpoint_size", "batch_size", "memory", "batch_bytes", "checkpoint_bytes"):
         value = options.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"UDF {name}: {key} must be an int >= 1, got {value!r}")
@@ -182,6 +184,10 @@ class UDF:
                 raise ValueError(f"UDF {self.name}: {key} must be an int >= 1, got {value!r}")
         self.checkpoint_size: int | None = options.get("checkpoint_size")  # checked by _check_resources
         self.batch_size: int | None = options.get("batch_size")
+        # Bytes of input a batch reads (rows per batch follow from the inputs' stored size), and of
+        # computed values a task holds before it writes a checkpoint; None: the backfill's defaults.
+        self.batch_bytes: int | None = options.get("batch_bytes")
+        self.checkpoint_bytes: int | None = options.get("checkpoint_bytes")
         self.version: str = str(options["version"]) if options.get("version") is not None else self._content_hash()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -548,7 +554,7 @@ def udf(func: Callable | type | None = None, /, **options: Any) -> Any:
     """Make a function (or a class with ``__call__``) a UDF; usable bare or with options.
 
     Options: ``data_type``, ``input_columns``, ``num_cpus``, ``num_gpus``, ``memory``,
-    ``checkpoint_size``, ``batch_size``, ``version``.
+    ``checkpoint_size``, ``batch_size``, ``batch_bytes``, ``checkpoint_bytes``, ``version``.
     """
     if func is None:
         _check_options(options)

@@ -113,13 +113,124 @@ pub async fn prepare_fragment(
         return Err(TableError::Invalid(format!("version record {} is {}, not Int64", f.name(), f.data_type())).into());
     }
     let schema = Arc::new(Schema::new(arrow_fields.clone()));
-    let columns = fragment_columns(&ds, options, fragment_id, &arrow_fields, stamp, uris, held, planned).await?;
-    let batch = RecordBatch::try_new(schema, columns)?;
     let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
         fragment: fragment_id,
         message: format!("not in version {version}"),
     })?;
+    let physical_rows = fragment.physical_rows().await?;
+    if planned.len() == physical_rows
+        && let Some(parts) = tiling(uris, held.iter(), physical_rows)
+    {
+        // The usual first run: the column is the parts end to end, streamed into the file one
+        // part at a time (a checkpoint read when its turn comes), so a worker holds a few parts,
+        // not the fragment's whole column.
+        let failure: Arc<std::sync::Mutex<Option<BackfillError>>> = Default::default();
+        let held: Vec<Option<Checkpoint>> = held.into_iter().map(Some).collect();
+        let held = Arc::new(std::sync::Mutex::new(held));
+        let stream = futures::stream::iter(parts)
+            .map(|part| {
+                let (held, failure, schema) = (held.clone(), failure.clone(), schema.clone());
+                async move {
+                    let batch = part_batch(part, &held, options, &schema, stamp).await;
+                    batch.map_err(|e| {
+                        let text = e.to_string();
+                        if let Ok(mut first) = failure.lock() {
+                            first.get_or_insert(e);
+                        }
+                        lance::Error::io(text)
+                    })
+                }
+            })
+            .buffered(2);
+        return match fragment.write_columns(stream, &declared).await {
+            Ok(group) => Ok(group),
+            Err(e) => Err(failure.lock().ok().and_then(|mut f| f.take()).unwrap_or_else(|| e.into())),
+        };
+    }
+    let columns = fragment_columns(&ds, options, fragment_id, &arrow_fields, stamp, uris, held, planned).await?;
+    let batch = RecordBatch::try_new(schema, columns)?;
     Ok(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?)
+}
+
+/// One run of a fragment's rows, in the store (a checkpoint's URI) or handed over (an index into
+/// the held checkpoints).
+enum Part {
+    Stored(String),
+    Held(usize),
+}
+
+/// When the checkpoints (by their names) and the held runs hold offsets 0..rows each once without
+/// gaps: them in offset order. Otherwise None (the general path merges by offset).
+fn tiling<'a>(uris: &[String], held: impl Iterator<Item = &'a Checkpoint>, rows: usize) -> Option<Vec<Part>> {
+    let mut runs: Vec<(u32, usize, Part)> = Vec::new();
+    for uri in uris {
+        let found = checkpoint::Found::parse(uri.rsplit('/').next()?)?;
+        if (found.last - found.first) as usize + 1 != found.rows {
+            return None; // a run with gaps
+        }
+        runs.push((found.first, found.rows, Part::Stored(uri.clone())));
+    }
+    for (i, cp) in held.enumerate() {
+        let offsets = cp.offsets.values();
+        let first = *offsets.first()?;
+        if !offsets.iter().enumerate().all(|(k, o)| u64::from(*o) == u64::from(first) + k as u64) {
+            return None;
+        }
+        runs.push((first, offsets.len(), Part::Held(i)));
+    }
+    runs.sort_by_key(|r| r.0);
+    let mut next = 0usize;
+    for (first, len, _) in &runs {
+        if *first as usize != next {
+            return None;
+        }
+        next += len;
+    }
+    (next == rows).then(|| runs.into_iter().map(|r| r.2).collect())
+}
+
+/// A part's values (and version record) as a batch of the column file.
+async fn part_batch(
+    part: Part,
+    held: &std::sync::Mutex<Vec<Option<Checkpoint>>>,
+    options: &StorageOptions,
+    schema: &Arc<Schema>,
+    stamp: Option<&Stamp>,
+) -> Result<RecordBatch> {
+    let (name, cp) = match part {
+        Part::Stored(uri) => {
+            let cp = checkpoint::read(&uri, options).await?;
+            let cp = cp.ok_or_else(|| BackfillError::Checkpoint {
+                path: uri.clone(),
+                message: "vanished before the commit".into(),
+            })?;
+            (uri, cp)
+        }
+        Part::Held(i) => {
+            let cp = held.lock().ok().and_then(|mut h| h.get_mut(i).and_then(Option::take));
+            ("(handed over)".to_owned(), cp.ok_or_else(|| TableError::Invalid("a held run taken twice".into()))?)
+        }
+    };
+    let want = schema.field(0).data_type();
+    if cp.values.data_type() != want {
+        return Err(BackfillError::Checkpoint {
+            path: name,
+            message: format!("holds {} but column {} is {want}", cp.values.data_type(), schema.field(0).name()),
+        });
+    }
+    let mut columns = vec![cp.values.clone()];
+    if let Some(stamp) = stamp {
+        columns.push(stamped(&cp, stamp.id));
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A checkpoint's version record: the stamp, NOT_COMPUTED where the UDF failed.
+fn stamped(cp: &Checkpoint, id: i64) -> ArrayRef {
+    Arc::new(match &cp.failed {
+        None => Int64Array::from_value(id, cp.values.len()),
+        Some(failed) => failed.iter().map(|f| Some(if f == Some(true) { NOT_COMPUTED } else { id })).collect(),
+    })
 }
 
 /// Publishes prepared files as one DataReplacement read at `version` (see `commit_with_retry`).
@@ -238,26 +349,7 @@ async fn fragment_columns(
         }
         checkpoints.push(cp);
     }
-    // A checkpoint's version record: the stamp, NOT_COMPUTED where the UDF failed.
-    let stamped = |cp: &Checkpoint, id: i64| -> ArrayRef {
-        Arc::new(match &cp.failed {
-            None => Int64Array::from_value(id, cp.values.len()),
-            Some(failed) => failed.iter().map(|f| Some(if f == Some(true) { NOT_COMPUTED } else { id })).collect(),
-        })
-    };
-
-    // Every row planned and the checkpoints tile the fragment in order (the
-    // usual first run): the column is their values end to end.
     checkpoints.sort_by_key(|c| c.offsets.values().first().copied());
-    if planned.len() == physical_rows && tiles(&checkpoints, physical_rows) {
-        let values: Vec<&dyn Array> = checkpoints.iter().map(|c| c.values.as_ref()).collect();
-        let mut out = vec![arrow::compute::concat(&values)?];
-        if let Some(stamp) = stamp {
-            let records: Vec<ArrayRef> = checkpoints.iter().map(|c| stamped(c, stamp.id)).collect();
-            out.push(arrow::compute::concat(&records.iter().map(|a| a.as_ref()).collect::<Vec<_>>())?);
-        }
-        return Ok(out);
-    }
 
     // Old values (and version records) of live rows, with their offsets (deleted
     // rows stay null); not needed when every row was planned (and so is in a checkpoint).
@@ -324,20 +416,6 @@ async fn fragment_columns(
         *record = Arc::new(values.iter().map(|v| Some(v.unwrap_or(NOT_COMPUTED))).collect::<Int64Array>());
     }
     Ok(out)
-}
-
-/// Whether the checkpoints (sorted by first offset) hold offsets 0..rows, each once, in order.
-fn tiles(checkpoints: &[Checkpoint], rows: usize) -> bool {
-    let mut next = 0u64;
-    for cp in checkpoints {
-        let offsets = cp.offsets.values();
-        let in_order = offsets.iter().enumerate().all(|(i, o)| u64::from(*o) == next + i as u64);
-        if !in_order {
-            return false;
-        }
-        next += offsets.len() as u64;
-    }
-    next == rows as u64
 }
 
 /// What a commit published: the table version, and the fragments it could not publish because

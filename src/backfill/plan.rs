@@ -6,6 +6,7 @@ use arrow::array::{Array, Int64Array, UInt64Array};
 use futures::TryStreamExt;
 use lance::Dataset;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The rows of one fragment that need work, by physical offset (ascending).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,4 +136,54 @@ pub async fn plan(
     }
     let table_rows = ds.count_rows(None).await? as u64;
     Ok(Plan { version: ds.version_id(), fragments, table_rows, by_version })
+}
+
+/// Bytes per row that `columns` take as stored in fragment `fragment_id` (the pages of their
+/// columns, from the footer of each data file holding them): what reading a row of them costs.
+/// None when it cannot be told (no rows, a v1 file, a file outside the table's folder).
+pub async fn stored_bytes_per_row(ds: &Dataset, fragment_id: u64, columns: &[String]) -> Result<Option<f64>> {
+    use lance_core::cache::LanceCache;
+    use lance_file::reader::{FileReader, FileReaderOptions};
+    use lance_io::scheduler::{ScanScheduler, SchedulerConfig};
+
+    let Some(fragment) = ds.get_fragment(fragment_id as usize) else { return Ok(None) };
+    let meta = fragment.metadata();
+    let Some(rows) = meta.physical_rows.filter(|r| *r > 0) else { return Ok(None) };
+    fn ids_of(field: &lance_core::datatypes::Field, out: &mut Vec<i32>) {
+        out.push(field.id);
+        for child in &field.children {
+            ids_of(child, out);
+        }
+    }
+    let mut ids = Vec::new();
+    for column in columns {
+        if let Some(field) = ds.schema().field(column) {
+            ids_of(field, &mut ids);
+        }
+    }
+    let mut total = 0u64;
+    for file in &meta.files {
+        let wanted: Vec<usize> = file
+            .fields
+            .iter()
+            .zip(file.column_indices.iter())
+            .filter(|(id, index)| ids.contains(id) && **index >= 0)
+            .map(|(_, index)| *index as usize)
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        if file.base_id.is_some() || file.file_major_version < 2 {
+            return Ok(None);
+        }
+        let store = ds.object_store(None).await?;
+        let scheduler = ScanScheduler::new(store.clone(), SchedulerConfig::max_bandwidth(&store));
+        let handle = scheduler.open_file(&ds.data_dir().join(file.path.as_str()), &file.file_size_bytes).await?;
+        let reader =
+            FileReader::try_open(handle, None, Arc::default(), &LanceCache::no_cache(), FileReaderOptions::default())
+                .await?;
+        let stats = reader.file_statistics();
+        total += wanted.iter().filter_map(|i| stats.columns.get(*i)).map(|c| c.size_bytes).sum::<u64>();
+    }
+    Ok(Some(total as f64 / rows as f64))
 }

@@ -8,6 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::dataset::ProjectionRequest;
 use lance::dataset::fragment::FragReadConfig;
+use lance_io::scheduler::{ScanScheduler, SchedulerConfig};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,8 @@ async fn read_range(ds: &Dataset, fragment_id: u64, range: Range<u32>, columns: 
 }
 
 const READ_AHEAD: usize = 2;
+/// Bytes Lance may read ahead of the batches a reader has decoded.
+const READ_BUFFER_BYTES: u64 = 128 << 20;
 
 /// A fragment's input columns opened for sequential reads of physical row ranges.
 /// The planner lists only live rows, so a contiguous run has no deleted rows in it
@@ -82,7 +85,13 @@ impl RangeReader {
             message: "not in the pinned version".into(),
         })?;
         let projection = ds.schema().project(columns)?;
-        let config = FragReadConfig { ignore_deletions: true, ..Default::default() };
+        // Lance reads ahead up to its I/O buffer (gigabytes by default): for rows of images or
+        // video that is a task's whole range in memory at once. Bounded here, so a worker holds a
+        // few batches (batches are sized by bytes: see the driver's `batch_bytes`).
+        let store = ds.object_store(None).await?;
+        let config = SchedulerConfig { use_lite_scheduler: Some(false), ..SchedulerConfig::new(READ_BUFFER_BYTES) };
+        let scheduler = ScanScheduler::new(store, config);
+        let config = FragReadConfig { ignore_deletions: true, scan_scheduler: Some(scheduler), ..Default::default() };
         let inner = fragment.open(&projection, config).await?;
         let schema = Arc::new(arrow::datatypes::Schema::from(&projection));
         let order = columns.iter().map(|c| schema.index_of(c)).collect::<std::result::Result<Vec<_>, _>>()?;
@@ -109,7 +118,10 @@ pub struct RunReader {
 }
 
 impl RunReader {
-    /// Starts reading `ranges` (ascending, not overlapping) of `columns` on `runtime`.
+    /// Starts reading `ranges` (ascending, not overlapping) of `columns` on `runtime`; `joined`:
+    /// adjacent ranges in one read (for rows of a few bytes), else each range on its own (for
+    /// large rows: a read of many ranges at once holds far more than one range in memory).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         runtime: &tokio::runtime::Handle,
         uri: String,
@@ -118,11 +130,12 @@ impl RunReader {
         fragment_id: u64,
         ranges: Vec<Range<u32>>,
         columns: Vec<String>,
+        joined: bool,
     ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let producer = runtime.spawn(async move {
             let sender = tx.clone();
-            if let Err(e) = produce(sender, &uri, &options, version, fragment_id, &ranges, &columns).await {
+            if let Err(e) = produce(sender, &uri, &options, version, fragment_id, &ranges, &columns, joined).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -141,6 +154,7 @@ impl Drop for RunReader {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn produce(
     tx: tokio::sync::mpsc::Sender<Result<RecordBatch>>,
     uri: &str,
@@ -149,11 +163,13 @@ async fn produce(
     fragment_id: u64,
     ranges: &[Range<u32>],
     columns: &[String],
+    joined: bool,
 ) -> Result<()> {
     let ds = opened(uri, version, options).await?;
     table::validate_columns(&ds, columns)?;
     let reader = RangeReader::open(&ds, fragment_id, columns).await?;
-    for stretch in stretches(ranges) {
+    let stretches = if joined { stretches(ranges) } else { ranges.chunks(1).collect() };
+    for stretch in stretches {
         let longest = stretch.iter().map(|r| r.len()).max().unwrap_or(1).max(1) as u32;
         let whole = stretch[0].start..stretch[stretch.len() - 1].end;
         let mut read = reader.inner.take_range(whole, longest).await?.buffered(READ_AHEAD);

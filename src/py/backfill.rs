@@ -4,7 +4,7 @@ use super::block_on;
 use super::errors::backfill_error;
 use crate::backfill::checkpoint::{self, Checkpoint, Found};
 use crate::backfill::commit;
-use crate::backfill::{self, CheckpointStore, Plan, Stamp, read};
+use crate::backfill::{self, CheckpointStore, Plan, Stamp, read, stored_bytes_per_row};
 use crate::store::StorageOptions;
 use crate::table;
 use arrow::array::{Array, ArrayData, BooleanArray, UInt32Array, make_array};
@@ -22,6 +22,8 @@ pub struct BackfillPlan {
     /// The checkpoints `fragment_work` listed, for the `remove_checkpoints` after that commit
     /// (one listing per commit: on a store each is a request that grows with the checkpoints).
     last_listed: std::sync::Mutex<Option<Vec<Found>>>,
+    /// Bytes a row of the inputs takes as stored (the most among a few planned fragments), when known.
+    bytes_per_row: Option<f64>,
 }
 
 impl BackfillPlan {
@@ -54,6 +56,13 @@ impl BackfillPlan {
     /// computed, or failed): [(id, rows)].
     fn by_version(&self) -> Vec<(Option<i64>, u64)> {
         self.plan.by_version.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Bytes a row of the UDF's inputs takes as stored (pages of their columns, the most among the
+    /// first, middle and last planned fragments), or None when unknown.
+    #[getter]
+    fn bytes_per_row(&self) -> Option<f64> {
+        self.bytes_per_row
     }
 
     #[getter]
@@ -214,11 +223,30 @@ fn plan_backfill(
                 (Some(f), Some(s)) => Some(format!("({f}) AND ({s})")),
                 (f, s) => f.or(s),
             };
-            backfill::plan(&ds, combined.as_deref(), &input_columns, null_target.as_deref(), count_by.as_deref()).await
+            let plan =
+                backfill::plan(&ds, combined.as_deref(), &input_columns, null_target.as_deref(), count_by.as_deref())
+                    .await?;
+            // Sampled from the first, middle and last planned fragments' file footers (a read each);
+            // an estimate: a failure leaves it unknown, never fails the plan.
+            let frags = &plan.fragments;
+            let mut bytes_per_row: Option<f64> = None;
+            if !frags.is_empty() {
+                let mut sample = vec![0, frags.len() / 2, frags.len() - 1];
+                sample.dedup();
+                for i in sample {
+                    let found = stored_bytes_per_row(&ds, frags[i].fragment_id, &input_columns).await.ok().flatten();
+                    bytes_per_row = match (bytes_per_row, found) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+            Ok::<_, backfill::BackfillError>((plan, bytes_per_row))
         },
         backfill_error,
     )?;
-    Ok(BackfillPlan { uri: table_uri, plan, store, last_listed: Default::default() })
+    let (plan, bytes_per_row) = plan;
+    Ok(BackfillPlan { uri: table_uri, plan, store, last_listed: Default::default(), bytes_per_row })
 }
 
 /// Ascending offsets as [start, end) runs.
@@ -361,7 +389,7 @@ impl RowRuns {
 /// Starts reading `ranges` ([start, end) physical offsets, ascending) of fragment
 /// `fragment_id`, columns `columns`: one batch per range, in order.
 #[pyfunction]
-#[pyo3(signature = (uri, version, fragment_id, ranges, columns, storage_options=None))]
+#[pyo3(signature = (uri, version, fragment_id, ranges, columns, storage_options=None, joined=true))]
 fn read_runs(
     uri: String,
     version: u64,
@@ -369,6 +397,7 @@ fn read_runs(
     ranges: Vec<(u32, u32)>,
     columns: Vec<String>,
     storage_options: Option<StorageOptions>,
+    joined: bool,
 ) -> PyResult<RowRuns> {
     if let Some((start, end)) = ranges.iter().find(|(s, e)| s >= e) {
         return Err(pyo3::exceptions::PyValueError::new_err(format!("empty row range {start}..{end}")));
@@ -379,7 +408,7 @@ fn read_runs(
     let ranges = ranges.into_iter().map(|(s, e)| s..e).collect();
     let options = storage_options.unwrap_or_default();
     let runtime = crate::runtime::runtime();
-    let reader = read::RunReader::start(runtime.handle(), uri, options, version, fragment_id, ranges, columns);
+    let reader = read::RunReader::start(runtime.handle(), uri, options, version, fragment_id, ranges, columns, joined);
     Ok(RowRuns { reader: std::sync::Mutex::new(Some(reader)) })
 }
 

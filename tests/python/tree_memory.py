@@ -1,0 +1,80 @@
+"""The memory of a process tree (this process, its embedded Ray's GCS and raylet, the Ray workers),
+sampled by a thread: the peak of the sum of each process's PSS (proportional set size, from
+/proc/PID/smaps_rollup: shared pages, such as Ray's object store mapped by several processes, are
+counted once across the tree, not once per process as RSS would)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(parent, []).append(int(entry.name))
+    return tree
+
+
+def tree_pids(root: int) -> list[int]:
+    tree, out, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(tree.get(pid, []))
+    return out
+
+
+def pss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_pss(root: int) -> int:
+    return sum(pss_bytes(pid) for pid in tree_pids(root))
+
+
+class TreePeak:
+    """``with TreePeak() as peak: ...``; then ``peak.bytes`` (the highest tree PSS seen, sampled
+    every ``interval`` seconds) and ``peak.idle`` (the tree's PSS when it started)."""
+
+    def __init__(self, root: int | None = None, interval: float = 0.05) -> None:
+        self.root = root or os.getpid()
+        self.interval = interval
+        self.bytes = 0
+        self.idle = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.bytes = max(self.bytes, tree_pss(self.root))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> TreePeak:
+        self.idle = tree_pss(self.root)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.bytes = max(self.bytes, tree_pss(self.root))
+
+    @property
+    def above_idle(self) -> int:
+        return self.bytes - self.idle
