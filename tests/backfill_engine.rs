@@ -36,22 +36,26 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
     let version = table::open(&uri, None).await.unwrap().version_id();
     let handle = tokio::runtime::Handle::current();
     let columns = vec!["id".to_owned()];
-    // Two stretches (0..5 in two ranges, then 7..10), each read in one request.
-    let mut reader = backfill::read::RunReader::start(
-        &handle,
-        uri.clone(),
-        Default::default(),
-        version,
-        0,
-        vec![0..3, 3..5, 7..10],
-        columns.clone(),
-    );
-    let mut got = Vec::new();
-    while let Some(batch) = reader.next().await {
-        let batch = batch.unwrap();
-        got.push(batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec());
+    // Two stretches (0..5 in two ranges, then 7..10), each read in one request when joined (rows
+    // of a few bytes), else range by range (large rows): the same batches either way.
+    for joined in [true, false] {
+        let mut reader = backfill::read::RunReader::start(
+            &handle,
+            uri.clone(),
+            Default::default(),
+            version,
+            0,
+            vec![0..3, 3..5, 7..10],
+            columns.clone(),
+            joined,
+        );
+        let mut got = Vec::new();
+        while let Some(batch) = reader.next().await {
+            let batch = batch.unwrap();
+            got.push(batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec());
+        }
+        assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4], vec![7, 8, 9]], "joined: {joined}");
     }
-    assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4], vec![7, 8, 9]]);
 
     // Rows past the fragment's end: the stretch is refused, naming the rows.
     let mut reader = backfill::read::RunReader::start(
@@ -62,6 +66,7 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
         0,
         vec![6..8, 8..12],
         columns.clone(),
+        true,
     );
     let err = reader.next().await.unwrap().unwrap_err().to_string();
     assert!(err.contains("6..12") && err.contains("10 addressable rows"), "{err}");
@@ -76,8 +81,50 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
         0,
         vec![0..1, 1..2],
         vec!["nope".to_owned()],
+        true,
     );
     assert!(reader.next().await.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_bytes_per_row_reads_the_input_columns_pages() {
+    // 64 rows of 1,000 bytes beside an id column: the estimate for the blobs is their size, for
+    // the ids a few bytes, for both their sum.
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("blobs.lance").to_string_lossy().into_owned();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("blob", DataType::LargeBinary, false),
+    ]));
+    let blobs: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 1000]).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..64)),
+            Arc::new(arrow::array::LargeBinaryArray::from_iter_values(blobs.iter())),
+        ],
+    )
+    .unwrap();
+    let reader = arrow::record_batch::RecordBatchIterator::new([Ok(batch)], schema);
+    table::create(&uri, Box::new(reader), false).await.unwrap();
+    let ds = table::open(&uri, None).await.unwrap();
+    let per_row = |cols: &[&str]| {
+        let cols: Vec<String> = cols.iter().map(|c| (*c).to_owned()).collect();
+        let ds = &ds;
+        async move { backfill::stored_bytes_per_row(ds, 0, &cols).await.unwrap().unwrap() }
+    };
+    let blob = per_row(&["blob"]).await;
+    let id = per_row(&["id"]).await;
+    assert!((1000.0..1100.0).contains(&blob), "{blob}");
+    assert!(id < 16.0, "{id}");
+    assert!((per_row(&["id", "blob"]).await - (blob + id)).abs() < 1e-6);
+    assert_eq!(backfill::stored_bytes_per_row(&ds, 7, &["id".to_owned()]).await.unwrap(), None);
+
+    // Small rows: the manifest's file sizes bound them (no footer read), under 1 KiB a row.
+    let (_dir, uri) = ten_ids_and_an_empty_column().await;
+    let ds = table::open(&uri, None).await.unwrap();
+    let bound = backfill::stored_bytes_per_row(&ds, 0, &["id".to_owned()]).await.unwrap().unwrap();
+    assert!((8.0..1024.0).contains(&bound), "{bound}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

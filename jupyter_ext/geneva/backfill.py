@@ -63,6 +63,8 @@ class BackfillResult:
     seconds: float
     fragments_redone: int = 0  # rewritten by someone else's commit (a compaction) before theirs: planned again
     notes: tuple[str, ...] = ()  # what the job said as it went (recomputed versions, redone fragments)
+    bytes_read: int = 0  # of the UDF's inputs (Arrow's in-memory size) by this run's tasks
+    bytes_written: int = 0  # of the values they computed
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,20 @@ class Progress:
     seconds: float = 0.0
     error: str | None = None
     errors: tuple[str, ...] = ()
+    bytes_read: int = 0  # of the UDF's inputs (Arrow's in-memory size), by the tasks
+    bytes_written: int = 0  # of the computed values
 
     @property
     def rows_per_second(self) -> float:
         return self.rows_done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def read_mib_per_second(self) -> float:
+        return self.bytes_read / 2**20 / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def written_mib_per_second(self) -> float:
+        return self.bytes_written / 2**20 / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def eta_seconds(self) -> float | None:
@@ -103,6 +115,8 @@ class _Tally:
     resumed: int = 0
     committed: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    bytes_read: int = 0
+    bytes_written: int = 0
     lost: list[int] = field(default_factory=list)  # fragments rewritten by someone else: not committed
     redone: int = 0
     # Per fragment, the Ray objects holding rows tasks handed over instead of checkpointing them.
@@ -113,6 +127,8 @@ class _Tally:
         self.failed += outcome["failed"]
         self.resumed += outcome["resumed"]
         self.errors.extend(outcome["errors"])
+        self.bytes_read += outcome.get("bytes_read", 0)
+        self.bytes_written += outcome.get("bytes_written", 0)
 
 
 def _task_outcome(ray: Any, ref: Any, task: dict[str, Any]) -> dict[str, Any]:
@@ -554,6 +570,8 @@ class Job:
             seconds=time.monotonic() - started,
             fragments_redone=tally.redone,
             notes=tuple(self.notes),
+            bytes_read=tally.bytes_read,
+            bytes_written=tally.bytes_written,
         )
 
     def _hand_over(self, tasks: list[dict[str, Any]]) -> None:
@@ -637,6 +655,8 @@ class Job:
                     rows_resumed=tally.resumed,
                     seconds=time.monotonic() - started,
                     errors=tuple(e["error"] for e in tally.errors[:5]),
+                    bytes_read=tally.bytes_read,
+                    bytes_written=tally.bytes_written,
                 )
                 if finished:
                     self._commit(finished, tally, ray, store)
@@ -940,7 +960,6 @@ def _run_task(
     offsets: pa.UInt32Array | None = task["offsets"]
     pending = _Pending(task, store)
     counts = _Counts()
-    failed: list[int] = []
     # A gapless task's batches are read ahead, each stretch of them in one sequential read.
     runs = None
     if offsets is None:
@@ -958,25 +977,7 @@ def _run_task(
             else:
                 batch_offsets = offsets[start:end]
                 rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs, store)
-            step = fn.batch_size or rows.num_rows or 1
-            parts = []
-            for lo in range(0, rows.num_rows, step):
-                part, errs = _evaluate(
-                    fn, call, rows.slice(lo, step), batch_offsets[lo : lo + step], fragment_id, on_error
-                )
-                parts.append(part)
-                counts.errors.extend(errs)
-                counts.failed += len(errs)
-                counts.processed += len(part) - len(errs)
-                failed.extend(e["offset"] for e in errs)
-            values = pa.concat_arrays(parts) if parts else pa.array([], type=fn.data_type)
-            mask = None
-            if failed:  # rows the UDF failed on stay to be computed (NULL version record)
-                import pyarrow.compute as pc
-
-                mask = pc.is_in(batch_offsets, value_set=pa.array(failed, pa.uint32()))
-                failed.clear()
-            pending.add(batch_offsets, values, mask)
+            pending.add(batch_offsets, *_compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts))
         if counts.due():
             yield counts.take()
     if task.get("hand_over") and pending.offsets:
@@ -992,6 +993,31 @@ def _run_task(
     yield {**counts.take(), "last": True}
 
 
+def _compute(
+    fn: UDF, call: Any, rows: pa.RecordBatch, offsets: pa.Array, fragment_id: int, on_error: str, counts: _Counts
+) -> tuple[pa.Array, pa.Array | None]:
+    """A batch's values (in calls of the UDF's ``batch_size``) and which rows failed (None: none),
+    counted in ``counts``."""
+    step = fn.batch_size or rows.num_rows or 1
+    parts, failed = [], []
+    for lo in range(0, rows.num_rows, step):
+        part, errs = _evaluate(fn, call, rows.slice(lo, step), offsets[lo : lo + step], fragment_id, on_error)
+        parts.append(part)
+        counts.errors.extend(errs)
+        counts.failed += len(errs)
+        counts.processed += len(part) - len(errs)
+        failed.extend(e["offset"] for e in errs)
+    values = pa.concat_arrays(parts) if parts else pa.array([], type=fn.data_type)
+    counts.bytes_read += rows.nbytes
+    counts.bytes_written += values.nbytes
+    if not failed:
+        return values, None
+    import pyarrow.compute as pc
+
+    # Rows the UDF failed on stay to be computed (NULL version record).
+    return values, pc.is_in(offsets, value_set=pa.array(failed, pa.uint32()))
+
+
 @dataclass
 class _Counts:
     """A task's counts since its last report: reported at most every ``PROGRESS_SECONDS``
@@ -1001,14 +1027,23 @@ class _Counts:
     resumed: int = 0
     failed: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    bytes_read: int = 0
+    bytes_written: int = 0
     since: float = field(default_factory=time.monotonic)
 
     def due(self) -> bool:
         return time.monotonic() - self.since >= PROGRESS_SECONDS
 
     def take(self) -> dict[str, Any]:
-        out = {"processed": self.processed, "resumed": self.resumed, "failed": self.failed, "errors": self.errors}
-        self.processed = self.resumed = self.failed = 0
+        out = {
+            "processed": self.processed,
+            "resumed": self.resumed,
+            "failed": self.failed,
+            "errors": self.errors,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+        }
+        self.processed = self.resumed = self.failed = self.bytes_read = self.bytes_written = 0
         self.errors = []
         self.since = time.monotonic()
         return out
@@ -1016,7 +1051,8 @@ class _Counts:
 
 def _run_whole_task(*args: Any) -> dict[str, Any]:
     """``_run_task`` as a plain task (for Ray Client): its reports summed, returned at its end."""
-    total: dict[str, Any] = {"processed": 0, "resumed": 0, "failed": 0, "errors": []}
+    total: dict[str, Any] = dict.fromkeys(("processed", "resumed", "failed", "bytes_read", "bytes_written"), 0)
+    total["errors"] = []
     for report in _run_task(*args):
         for key in total:
             total[key] += report[key]

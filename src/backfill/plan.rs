@@ -138,9 +138,16 @@ pub async fn plan(
     Ok(Plan { version: ds.version_id(), fragments, table_rows, by_version })
 }
 
-/// Bytes per row that `columns` take as stored in fragment `fragment_id` (the pages of their
-/// columns, from the footer of each data file holding them): what reading a row of them costs.
-/// None when it cannot be told (no rows, a v1 file, a file outside the table's folder).
+/// Below this many bytes per row (all of the data files holding the inputs, as the manifest
+/// records their sizes) no footer is read: a batch of the most rows a backfill reads at once (32k)
+/// is then at most 32 MiB, within any sensible batch budget, and the footers (~64 KiB each on an
+/// object store) would be most of the bytes a plan moves through the notebook.
+const PRECISE_ABOVE: f64 = 1024.0;
+
+/// Bytes per row that `columns` take as stored in fragment `fragment_id`: what reading a row of
+/// them costs. An upper bound from the sizes the manifest records for the data files holding them
+/// (no read) while that bound is small; else the pages of their columns, from the footer of each
+/// such file. None when it cannot be told (no rows, a v1 file, a file outside the table's folder).
 pub async fn stored_bytes_per_row(ds: &Dataset, fragment_id: u64, columns: &[String]) -> Result<Option<f64>> {
     use lance_core::cache::LanceCache;
     use lance_file::reader::{FileReader, FileReaderOptions};
@@ -160,6 +167,11 @@ pub async fn stored_bytes_per_row(ds: &Dataset, fragment_id: u64, columns: &[Str
         if let Some(field) = ds.schema().field(column) {
             ids_of(field, &mut ids);
         }
+    }
+    let holding: Vec<_> = meta.files.iter().filter(|f| f.fields.iter().any(|id| ids.contains(id))).collect();
+    let sizes: Option<u64> = holding.iter().map(|f| f.file_size_bytes.get().map(u64::from)).sum();
+    if let Some(bound) = sizes.map(|s| s as f64 / rows as f64).filter(|b| *b < PRECISE_ABOVE) {
+        return Ok(Some(bound));
     }
     let mut total = 0u64;
     for file in &meta.files {

@@ -43,6 +43,25 @@ def fraction(p: Progress) -> float:
     return min(1.0, (p.rows_done + p.rows_resumed + p.rows_failed) / p.rows_total)
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TiB"
+
+
+def _bytes(p: Progress) -> str:
+    """Input read and values written, with their rates: the measure of a job over images or video,
+    where a row may be a megabyte."""
+    if not p.bytes_read and not p.bytes_written:
+        return ""
+    return (
+        f"{_size(p.bytes_read)} in ({p.read_mib_per_second:,.1f} MiB/s), "
+        f"{_size(p.bytes_written)} out ({p.written_mib_per_second:,.1f} MiB/s)"
+    )
+
+
 def text(p: Progress, table: str = "") -> str:
     pct = fraction(p) * 100
     done = p.rows_done + p.rows_resumed
@@ -52,6 +71,8 @@ def text(p: Progress, table: str = "") -> str:
         + (f"in {_duration(p.seconds)}" if p.stage in COLOURS else f"ETA {_duration(p.eta_seconds)}")
         + f"  fragments {p.fragments_committed}/{p.fragments_total}"
     )
+    if _bytes(p):
+        line += f"  {_bytes(p)}"
     if p.rows_failed:
         line += f"  failed {p.rows_failed:,}"
     if p.stage in ("failed", "cancelled") and p.error:
@@ -71,6 +92,8 @@ def html(p: Progress, table: str = "") -> str:
         f"ETA {_duration(p.eta_seconds)}" if p.stage not in COLOURS else f"in {_duration(p.seconds)}",
         f"fragments {p.fragments_committed}/{p.fragments_total}",
     ]
+    if _bytes(p):
+        details.append(escape(_bytes(p)))
     if p.rows_resumed:
         details.append(f"{p.rows_resumed:,} resumed from checkpoints")
     if p.rows_failed:

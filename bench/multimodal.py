@@ -1,0 +1,91 @@
+"""Tables of 1 MiB values at two sizes: the process tree's peak memory (PSS: the kernel, the
+embedded Ray's GCS and raylet, the workers) during a backfill, against the same tree idle, and the
+throughput; prints a markdown table.
+
+    .venv/bin/python bench/multimodal.py [--mib 1536 3072]
+
+Each (size, UDF) runs in a fresh process with its own embedded Ray (num_cpus=2): the idle figure
+is that tree after Ray started and a small warm-up job ran, the peak is sampled every 50 ms
+(tests/python/tree_memory.py). UDFs: ``sha256(content)`` (a few bytes out) and the first quarter of
+the bytes (a large_binary column of a quarter of the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "python"))
+
+
+def child(mib: int, column: str) -> dict:
+    import hashlib
+
+    import geneva
+    import ray
+    from test_multimodal import blob_reader
+    from tree_memory import TreePeak
+
+    @geneva.udf
+    def digest(content: bytes) -> str:
+        return hashlib.sha256(content).hexdigest()
+
+    @geneva.udf
+    def quarter(content: bytes) -> bytes:
+        return content[: len(content) // 4]
+
+    tmp = Path(tempfile.mkdtemp(prefix="geneva-bench-mm-", dir="/var/tmp"))
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    db = geneva.connect(tmp / "db")
+    warm = db.create_table("warm", blob_reader(16))
+    warm.add_columns({"digest": digest, "quarter": quarter})
+    warm.backfill(column)
+    tbl = db.create_table("blobs", blob_reader(mib))
+    tbl.add_columns({"digest": digest, "quarter": quarter})
+    time.sleep(1)
+    with TreePeak() as peak:
+        started = time.perf_counter()
+        result = tbl.backfill(column)
+        seconds = time.perf_counter() - started
+    assert result.rows_processed == mib
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"idle": peak.idle, "peak": peak.bytes, "seconds": seconds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, nargs=2, default=[1536, 3072], help="the two table sizes (rows of 1 MiB)")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(int(args.child[0]), args.child[1])))
+        return 0
+    gib = 2**30
+    rows = ["| UDF | table | tree idle | tree peak | peak - idle | time | MiB/s |", "|---|---|---|---|---|---|---|"]
+    for column in ("digest", "quarter"):
+        for mib in args.mib:
+            run = subprocess.run(
+                [sys.executable, __file__, "--child", str(mib), column], capture_output=True, text=True, check=False
+            )
+            lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+            if run.returncode != 0 or not lines:
+                raise SystemExit(f"{column} {mib} MiB failed ({run.returncode}):\n{run.stderr[-3000:]}")
+            r = json.loads(lines[-1])
+            rows.append(
+                f"| {column} | {mib / 1024:.1f} GiB | {r['idle'] / gib:.2f} GiB | {r['peak'] / gib:.2f} GiB | "
+                f"{(r['peak'] - r['idle']) / gib:.2f} GiB | {r['seconds']:.1f} s | {mib / r['seconds']:.0f} |"
+            )
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
