@@ -110,6 +110,10 @@ class BackfillPlan:
     def table_rows(self) -> int: ...
     @property
     def checkpoint_root(self) -> str: ...
+    @property
+    def bytes_per_row(self) -> float | None:
+        """Bytes a row of the inputs takes as stored (the most among the first, middle and last planned
+        fragments: the manifest's file sizes for small rows, the files' footers for large ones), or None."""
     def fragments(self) -> list[tuple[int, int, str]]:
         """(fragment id, rows with work, input digest) per fragment with work."""
     def by_version(self) -> list[tuple[int | None, int]]:
@@ -154,7 +158,9 @@ def read_runs(
     ranges: list[tuple[int, int]],
     columns: list[str],
     storage_options: dict[str, str] | None = None,
-) -> RowRuns: ...
+    joined: bool = True,
+) -> RowRuns:
+    """``joined``: adjacent ranges in one read (small rows), else range by range (large rows)."""
 def read_rows(
     uri: str,
     version: int,
@@ -186,8 +192,10 @@ def prepare_fragment(
     checkpoints: list[str],
     runs: list[tuple[int, int]],
     storage_options: dict[str, str] | None = None,
+    held: list[tuple[pa.Array, pa.Array, pa.Array | None]] = ...,
 ) -> bytes:
-    """Worker: write a fragment's new column file from its checkpoints; the file, as bytes for the driver."""
+    """Worker: write a fragment's new column file from its checkpoints and the rows tasks handed over
+    (``held``: offsets, values, which failed), streamed in offset order; the file, as bytes for the driver."""
 
 # -- environment verdicts (src/py/package.rs) --------------------------------------------------
 
