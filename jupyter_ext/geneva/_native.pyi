@@ -161,6 +161,7 @@ def read_runs(
     joined: bool = True,
 ) -> RowRuns:
     """``joined``: adjacent ranges in one read (small rows), else range by range (large rows)."""
+
 def read_rows(
     uri: str,
     version: int,
