@@ -32,6 +32,7 @@ def test_every_notebook_is_tested():
         "quickstart.ipynb",
         "existing_cluster.ipynb",
         "kuberay.ipynb",
+        "multimodal.ipynb",
     }
 
 
@@ -59,3 +60,17 @@ def test_existing_cluster(head, tmp_path, monkeypatch):
     assert "backfill numbers.spelled [done] 100.0%  1,000/1,000 rows" in text
     assert "1.0 million" in text  # humanize, shipped from this kernel's environment
     assert os.listdir(tmp_path / "zips")
+
+
+def test_multimodal(tmp_path):
+    """Generated PNG images, a thumbnail column (bytes) filtered by image size then whole, an
+    embedding column (64-d float32), the display's bytes and rates, the vectors used."""
+    import re
+
+    text = outputs(execute(NOTEBOOKS / "multimodal.ipynb", tmp_path))
+    wide = int(re.search(r"400 images, (\d+) of them at least 384 px wide", text)[1])
+    assert f"backfill images.thumbnail [done] 100.0%  {wide}/{wide} rows" in text
+    assert f"computed {400 - wide} more thumbnails, skipped {wide} done ones" in text
+    assert re.search(r"backfill images.embedding \[done\] 100.0%  400/400 rows .* KiB in \([\d.]+ MiB/s\)", text)
+    assert "embedding: fixed_size_list<item: float>[64]" in text and "thumbnail: large_binary" in text
+    assert "nearest to image 0: [0," in text
