@@ -147,7 +147,7 @@ pub async fn prepare_fragment(
             Err(e) => Err(failure.lock().ok().and_then(|mut f| f.take()).unwrap_or_else(|| e.into())),
         };
     }
-    let columns = fragment_columns(&ds, options, fragment_id, &arrow_fields, stamp, uris, held, planned).await?;
+    let columns = fragment_columns(&fragment, options, &arrow_fields, stamp, uris, held, planned).await?;
     let batch = RecordBatch::try_new(schema, columns)?;
     Ok(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?)
 }
@@ -311,9 +311,8 @@ async fn record_versions_apart(
 /// with the checkpointed offsets overwritten; and with `stamp`, its version
 /// record likewise (the stamp's id for computed rows, NULL for failed ones).
 async fn fragment_columns(
-    ds: &Dataset,
+    fragment: &lance::dataset::fragment::FileFragment,
     options: &StorageOptions,
-    fragment_id: u64,
     fields: &[Field],
     stamp: Option<&Stamp>,
     uris: &[String],
@@ -322,10 +321,7 @@ async fn fragment_columns(
 ) -> Result<Vec<ArrayRef>> {
     let field = &fields[0];
     let column = field.name().as_str();
-    let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
-        fragment: fragment_id,
-        message: "not in the pinned version".into(),
-    })?;
+    let fragment_id = fragment.id() as u64;
     let physical_rows = fragment.physical_rows().await?;
 
     // Read concurrently: each is one small Lance file.
