@@ -48,7 +48,7 @@ test-rust: develop ## Rust unit tests and real-kernel integration tests
 		cargo test --all-targets
 
 test-python: develop ## pytest (tests/python)
-	$(VPY) -m pytest
+	$(VPY) -m pytest --durations=15
 
 lint: setup ## cargo fmt --check, cargo clippy -D warnings, ruff
 	cargo fmt --check
