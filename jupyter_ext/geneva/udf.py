@@ -25,6 +25,7 @@ import functools
 import hashlib
 import inspect
 import sys
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -410,11 +411,17 @@ def _dumps_by_value(obj: Any) -> bytes:
     )
     if not local:
         return cloudpickle.dumps(obj)
-    cloudpickle.register_pickle_by_value(module)
-    try:
-        return cloudpickle.dumps(obj)
-    finally:
-        cloudpickle.unregister_pickle_by_value(module)
+    # cloudpickle's by-value registry is process-wide: two jobs pickling UDFs of one module at once
+    # (backfill_async in two threads) would unregister it under each other.
+    with _BY_VALUE_LOCK:
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            return cloudpickle.dumps(obj)
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+_BY_VALUE_LOCK = threading.RLock()
 
 
 def _is_installed(obj: Any) -> bool:

@@ -208,3 +208,36 @@ def test_lancedb_and_pylance_see_the_record_geneva_hides(db) -> None:
     theirs = lancedb.connect(str(db.path)).open_table("t").to_arrow()
     assert theirs.column_names == ["id", "f", version_record("f")]
     assert theirs["f"].to_pylist() == [i * 3 for i in range(10)]
+
+
+def test_udfs_of_one_module_pickle_by_value_from_many_threads_at_once(tmp_path, monkeypatch) -> None:
+    """Two backfill_async calls pickle their UDFs at the same time (each in its job's thread): the
+    by-value registration of their module must not be undone under the other (seen: "module ... is
+    not registered for pickle by value", one job failed)."""
+    import importlib
+    import pickle
+    import threading
+
+    (tmp_path / "udfs_here.py").write_text(
+        "import geneva\n\n@geneva.udf\ndef one(x: int) -> int:\n    return x + 1\n\n"
+        "@geneva.udf\ndef two(x: int) -> int:\n    return x + 2\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("udfs_here")
+    errors: list[BaseException] = []
+    blobs: list[bytes] = []
+
+    def work(fn) -> None:
+        try:
+            for _ in range(200):
+                blobs.append(pickle.dumps(fn))
+        except BaseException as exc:  # collected for the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f,)) for f in (module.one, module.two) * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(blobs) == 1600
