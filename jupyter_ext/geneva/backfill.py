@@ -456,7 +456,7 @@ class Job:
             return batch, max(batch, min(batch * 16, share)), interval
         per_slot = math.ceil(plan.rows / (self._slots * TASKS_PER_SLOT)) if plan.rows else batch
         task = math.ceil(per_slot / batch) * batch
-        if not given and self._rows_by_bytes < MAX_CHECKPOINT_SIZE:
+        if not given and self._large_rows:
             task = min(task, TASK_BATCHES_BY_BYTES * batch)
         return batch, task, interval
 
@@ -470,6 +470,11 @@ class Job:
             return MAX_CHECKPOINT_SIZE
         budget = self._opts.batch_bytes or self.udf.batch_bytes or BATCH_BYTES
         return max(1, round(budget / per_row))
+
+    @property
+    def _large_rows(self) -> bool:
+        """Whether batches are cut by their bytes (images, video), not by their rows."""
+        return self._rows_by_bytes < MAX_CHECKPOINT_SIZE
 
     @functools.cached_property
     def _checkpoint_bytes(self) -> int:
@@ -545,7 +550,7 @@ class Job:
                 task["checkpoint_seconds"] = interval
                 task["checkpoint_bytes"] = self._checkpoint_bytes
                 # Batches cut short by their bytes (large rows) are read one at a time.
-                task["joined"] = self._rows_by_bytes >= MAX_CHECKPOINT_SIZE
+                task["joined"] = not self._large_rows
             if tasks:
                 self._run_tasks(tasks, tally, started)
             if not tally.lost:
