@@ -107,7 +107,7 @@ async fn stored_bytes_per_row_reads_the_input_columns_pages() {
     .unwrap();
     let reader = arrow::record_batch::RecordBatchIterator::new([Ok(batch)], schema);
     table::create(&uri, Box::new(reader), false).await.unwrap();
-    let ds = table::open(&uri, None).await.unwrap();
+    let ds = Arc::new(table::open(&uri, None).await.unwrap());
     let per_row = |cols: &[&str]| {
         let cols: Vec<String> = cols.iter().map(|c| (*c).to_owned()).collect();
         let ds = &ds;
@@ -122,7 +122,7 @@ async fn stored_bytes_per_row_reads_the_input_columns_pages() {
 
     // Small rows: the manifest's file sizes bound them (no footer read), under 1 KiB a row.
     let (_dir, uri) = ten_ids_and_an_empty_column().await;
-    let ds = table::open(&uri, None).await.unwrap();
+    let ds = Arc::new(table::open(&uri, None).await.unwrap());
     let bound = backfill::stored_bytes_per_row(&ds, 0, &["id".to_owned()]).await.unwrap().unwrap();
     assert!((8.0..1024.0).contains(&bound), "{bound}");
 }

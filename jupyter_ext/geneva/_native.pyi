@@ -172,6 +172,25 @@ def read_rows(
 ) -> pa.RecordBatch:
     """The input columns of the rows at physical ``offsets`` of one fragment."""
 
+class BlobReader:
+    """One blob-encoded value's reader (wrapped by ``geneva.blobs.BlobFile``)."""
+
+    def size(self) -> int: ...
+    def tell(self) -> int: ...
+    def seek(self, position: int) -> None: ...
+    def read(self, size: int = -1) -> bytes: ...
+    def close(self) -> None: ...
+
+def blob_readers(
+    uri: str,
+    version: int,
+    fragment_id: int,
+    offsets: pa.Array,
+    column: str,
+    storage_options: dict[str, str] | None = None,
+) -> list[BlobReader | None]:
+    """Readers of a blob-encoded column's values at physical ``offsets`` of one fragment (None: NULL)."""
+
 def checkpoint_write(
     root: str,
     fragment_id: int,

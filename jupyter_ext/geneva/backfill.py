@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from geneva import _native
+from geneva.blobs import BlobFile, is_blob
 from geneva.db import _visible_schema, did_you_mean, version_record
 from geneva.exceptions import BackfillCancelled, BackfillError, ColumnNotFoundError, InvalidInputError, UdfError
 
@@ -227,7 +228,9 @@ def start(
     table._ensure_record(column, full)
     plan = _plan(table, column, fn, inputs, opts.where)
     notes = _recompute_notes(table, column, fn, plan, opts.where)
-    job = Job(table, column, fn, inputs, plan, opts, notes=notes)
+    # Blob-encoded inputs a scalar UDF reads as files (the rest are read as values).
+    files = [c for i, c in enumerate(inputs) if is_blob(schema.field(c)) and fn.takes_file(i)]
+    job = Job(table, column, fn, inputs, plan, opts, notes=notes, files=files)
     from geneva.runners.ray._mgr import active_session
 
     # Ray is started (or the session's checked) here, in the caller's thread: an embedded Ray
@@ -331,6 +334,7 @@ class Job:
         opts: _Options,
         *,
         notes: list[str],
+        files: list[str] | None = None,
     ) -> None:
         self.job_id = uuid.uuid4().hex[:16]
         self.table = table
@@ -338,6 +342,7 @@ class Job:
         self.udf = fn
         self.notes = notes
         self._inputs = inputs
+        self._files = files or []
         self._plan = plan
         self._opts = opts
         self._cancel = threading.Event()
@@ -551,6 +556,7 @@ class Job:
                 task["checkpoint_bytes"] = self._checkpoint_bytes
                 # Batches cut short by their bytes (large rows) are read one at a time.
                 task["joined"] = not self._large_rows
+                task["files"] = self._files
             if tasks:
                 self._run_tasks(tasks, tally, started)
             if not tally.lost:
@@ -896,9 +902,16 @@ def _failure(fn: UDF, exc: BaseException, where: str) -> UdfError:
 
 
 def _evaluate(
-    fn: UDF, call: Any, batch: pa.RecordBatch, offsets: pa.Array, fragment_id: int, on_error: str
+    fn: UDF,
+    call: Any,
+    batch: pa.RecordBatch,
+    offsets: pa.Array,
+    fragment_id: int,
+    on_error: str,
+    files: dict[int, list[BlobFile | None]] | None = None,
 ) -> tuple[pa.Array, list[dict[str, Any]]]:
-    """The UDF's values for ``batch``; on_error='skip' turns failing rows into NULL plus an error record."""
+    """The UDF's values for ``batch``; on_error='skip' turns failing rows into NULL plus an error
+    record; ``files``: inputs (by position) the UDF reads as files, not in ``batch``."""
 
     def offset(i: int) -> int:  # looked up only for errors: a whole batch to Python ints costs ~1 ms
         return offsets[i].as_py()
@@ -918,10 +931,12 @@ def _evaluate(
             ]
 
     # Scalar: one call per row, each failure tied to its row.
-    columns = [batch.column(j).to_pylist() for j in range(batch.num_columns)]
+    columns: list[list[Any]] = [batch.column(j).to_pylist() for j in range(batch.num_columns)]
+    for position in sorted(files or {}):
+        columns.insert(position, files[position])
     values: list[Any] = []
     errors: list[dict[str, Any]] = []
-    for i in range(batch.num_rows):
+    for i in range(len(offsets)):
         try:
             value = call(*[column[i] for column in columns])
         except Exception as exc:
@@ -965,12 +980,14 @@ def _run_task(
     offsets: pa.UInt32Array | None = task["offsets"]
     pending = _Pending(task, store)
     counts = _Counts()
+    files = task.get("files") or []
+    read = [c for c in inputs if c not in files]
     # A gapless task's batches are read ahead, each stretch of them in one sequential read.
     runs = None
     if offsets is None:
         first = task["first"]
         ranges = [(first + start, first + end) for start, end, done in task["batches"] if not done]
-        runs = _native.read_runs(table_uri, version, fragment_id, ranges, inputs, store, task.get("joined", True))
+        runs = _native.read_runs(table_uri, version, fragment_id, ranges, read, store, task.get("joined", True))
     for start, end, done in task["batches"]:
         if done:
             pending.flush()  # a checkpoint holds a contiguous run of the plan
@@ -981,8 +998,11 @@ def _run_task(
                 rows = next(runs)
             else:
                 batch_offsets = offsets[start:end]
-                rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, inputs, store)
-            pending.add(batch_offsets, *_compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts))
+                rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, read, store)
+            opened = {
+                inputs.index(c): _blob_files(table_uri, version, fragment_id, batch_offsets, c, store) for c in files
+            }
+            pending.add(batch_offsets, *_compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts, opened))
         if counts.due():
             yield counts.take()
     if task.get("hand_over") and pending.offsets:
@@ -998,20 +1018,54 @@ def _run_task(
     yield {**counts.take(), "last": True}
 
 
+def _blob_files(
+    uri: str, version: int, fragment_id: int, offsets: pa.Array, column: str, store: dict[str, str] | None
+) -> list[BlobFile | None]:
+    """Files over the blob-encoded ``column``'s values of the rows at ``offsets`` (None: NULL)."""
+    readers = _native.blob_readers(uri, version, fragment_id, offsets, column, store)
+    return [None if r is None else BlobFile(r) for r in readers]
+
+
+def _close_all(files: list[BlobFile | None]) -> None:
+    for file in files:
+        if file is not None:
+            file.close()
+
+
 def _compute(
-    fn: UDF, call: Any, rows: pa.RecordBatch, offsets: pa.Array, fragment_id: int, on_error: str, counts: _Counts
+    fn: UDF,
+    call: Any,
+    rows: pa.RecordBatch,
+    offsets: pa.Array,
+    fragment_id: int,
+    on_error: str,
+    counts: _Counts,
+    files: dict[int, list[BlobFile | None]] | None = None,
 ) -> tuple[pa.Array, pa.Array | None]:
     """A batch's values (in calls of the UDF's ``batch_size``) and which rows failed (None: none),
-    counted in ``counts``."""
-    step = fn.batch_size or rows.num_rows or 1
+    counted in ``counts``; ``files``: the inputs (by position) handed to the UDF as files, closed
+    here once computed."""
+    files = files or {}
+    step = fn.batch_size or len(offsets) or 1
     parts, failed = [], []
-    for lo in range(0, rows.num_rows, step):
-        part, errs = _evaluate(fn, call, rows.slice(lo, step), offsets[lo : lo + step], fragment_id, on_error)
-        parts.append(part)
-        counts.errors.extend(errs)
-        counts.failed += len(errs)
-        counts.processed += len(part) - len(errs)
-        failed.extend(e["offset"] for e in errs)
+    with contextlib.ExitStack() as opened:
+        for handles in files.values():
+            opened.callback(_close_all, handles)
+        for lo in range(0, len(offsets), step):
+            part, errs = _evaluate(
+                fn,
+                call,
+                rows.slice(lo, step),
+                offsets[lo : lo + step],
+                fragment_id,
+                on_error,
+                {position: handles[lo : lo + step] for position, handles in files.items()},
+            )
+            parts.append(part)
+            counts.errors.extend(errs)
+            counts.failed += len(errs)
+            counts.processed += len(part) - len(errs)
+            failed.extend(e["offset"] for e in errs)
     values = pa.concat_arrays(parts) if parts else pa.array([], type=fn.data_type)
     counts.bytes_read += rows.nbytes
     counts.bytes_written += values.nbytes

@@ -93,6 +93,13 @@ def _annotations(fn: Callable) -> dict[str, Any]:
     return resolved
 
 
+def _is_bytes(annotation: Any) -> bool:
+    """``bytes`` (or ``bytes | None``, ``Optional[bytes]``)."""
+    import typing
+
+    return annotation is bytes or bytes in typing.get_args(annotation)
+
+
 def _kind_of(annotations: list[Any]) -> str:
     """RecordBatch form: one pa.RecordBatch parameter; array form: any pa.Array one; else scalar."""
     if len(annotations) == 1 and annotations[0] is pa.RecordBatch:
@@ -153,6 +160,8 @@ class UDF:
         hints = _annotations(call)
         self.param_names = [p.name for p in params]
         self.kind = _kind_of([hints.get(p.name, inspect.Parameter.empty) for p in params])
+        # Parameters that take a blob-encoded input as bytes (the others get a file: see blobs.py).
+        self.bytes_params = frozenset(i for i, p in enumerate(params) if _is_bytes(hints.get(p.name)))
 
         data_type = options.get("data_type")
         if data_type is None:
@@ -235,6 +244,11 @@ class UDF:
     def instantiate(self) -> Callable:
         """The callable to run: a new instance for stateful UDFs, else the function."""
         return self.func() if self.is_stateful else self.func
+
+    def takes_file(self, position: int) -> bool:
+        """Whether a blob-encoded input at ``position`` reaches the UDF as a file (see blobs.py):
+        for a scalar UDF whose parameter there is not annotated ``bytes``."""
+        return self.kind == SCALAR and position not in getattr(self, "bytes_params", ())
 
     def evaluate(self, fn: Callable, batch: pa.RecordBatch) -> pa.Array:
         """Runs the UDF on ``batch`` (its input columns) and checks the result."""

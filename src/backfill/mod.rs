@@ -2,6 +2,7 @@
 //! table version, read a task's inputs, keep each computed batch as a
 //! checkpoint, and commit whole fragments as a Lance DataReplacement.
 
+pub mod blob;
 pub mod checkpoint;
 pub mod commit;
 pub mod plan;

@@ -148,7 +148,15 @@ const PRECISE_ABOVE: f64 = 1024.0;
 /// them costs. An upper bound from the sizes the manifest records for the data files holding them
 /// (no read) while that bound is small; else the pages of their columns, from the footer of each
 /// such file. None when it cannot be told (no rows, a v1 file, a file outside the table's folder).
-pub async fn stored_bytes_per_row(ds: &Dataset, fragment_id: u64, columns: &[String]) -> Result<Option<f64>> {
+/// Blob-encoded columns count their values' sampled sizes (see `blob::bytes_per_row`).
+pub async fn stored_bytes_per_row(ds: &Arc<Dataset>, fragment_id: u64, columns: &[String]) -> Result<Option<f64>> {
+    let (blobs, plain): (Vec<String>, Vec<String>) = columns.iter().cloned().partition(|c| super::blob::is_blob(ds, c));
+    let blob_bytes = super::blob::bytes_per_row(ds, fragment_id, &blobs).await?;
+    Ok(pages_bytes_per_row(ds, fragment_id, &plain).await?.map(|b| b + blob_bytes))
+}
+
+/// `stored_bytes_per_row` of columns whose values are in the data files' pages.
+async fn pages_bytes_per_row(ds: &Dataset, fragment_id: u64, columns: &[String]) -> Result<Option<f64>> {
     use lance_core::cache::LanceCache;
     use lance_file::reader::{FileReader, FileReaderOptions};
     use lance_io::scheduler::{ScanScheduler, SchedulerConfig};

@@ -1,6 +1,6 @@
 //! A worker's read: only the input columns of only its rows.
 
-use super::{BackfillError, Result};
+use super::{BackfillError, Result, blob};
 use crate::store::StorageOptions;
 use crate::table;
 use arrow::array::RecordBatch;
@@ -46,12 +46,62 @@ pub async fn read_rows(
 ) -> Result<RecordBatch> {
     let ds = opened(uri, version, options).await?;
     table::validate_columns(&ds, columns)?;
-    if let Some(range) = super::gapless(offsets) {
-        return read_range(&ds, fragment_id, range, columns).await;
+    let plain = blob::plain(&ds, columns);
+    let batch = if plain.is_empty() {
+        rows_only(offsets.len())?
+    } else if let Some(range) = super::gapless(offsets) {
+        read_range(&ds, fragment_id, range, &plain).await?
+    } else {
+        let addrs: Vec<u64> = offsets.iter().map(|o| (fragment_id << 32) | u64::from(*o)).collect();
+        ds.take_rows(&addrs, ProjectionRequest::from_columns(&plain, ds.schema())).await?
+    };
+    if plain.len() == columns.len() {
+        return Ok(batch);
     }
-    let addrs: Vec<u64> = offsets.iter().map(|o| (fragment_id << 32) | u64::from(*o)).collect();
-    let projection = ProjectionRequest::from_columns(columns, ds.schema());
-    Ok(ds.take_rows(&addrs, projection).await?)
+    blob::with_blobs(&ds, fragment_id, offsets, columns, &batch).await
+}
+
+/// Handles on the blob-encoded `column`'s values of the rows at physical `offsets` (None: NULL).
+pub async fn open_blobs(
+    uri: &str,
+    options: &StorageOptions,
+    version: u64,
+    fragment_id: u64,
+    offsets: &[u32],
+    column: &str,
+) -> Result<Vec<Option<lance::dataset::BlobFile>>> {
+    let ds = opened(uri, version, options).await?;
+    table::validate_columns(&ds, &[column.to_owned()])?;
+    if !blob::is_blob(&ds, column) {
+        return Err(BackfillError::Fragment {
+            fragment: fragment_id,
+            message: format!("column {column:?} is not blob-encoded: read it as values"),
+        });
+    }
+    blob::open(&ds, fragment_id, offsets, column).await
+}
+
+/// A batch of `rows` rows and no columns (the plain part of a read of blob columns only).
+fn rows_only(rows: usize) -> Result<RecordBatch> {
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(Arc::new(arrow::datatypes::Schema::empty()), vec![], &options)?)
+}
+
+/// `batch` (the plain columns of `range`) with the blob-encoded `columns` read whole, in the
+/// caller's order; `batch` itself when there are none.
+async fn with_blobs(
+    ds: &Arc<Dataset>,
+    fragment_id: u64,
+    range: &Range<u32>,
+    columns: &[String],
+    batch: Result<RecordBatch>,
+) -> Result<RecordBatch> {
+    let batch = batch?;
+    if batch.num_columns() == columns.len() {
+        return Ok(batch);
+    }
+    let offsets: Vec<u32> = range.clone().collect();
+    blob::with_blobs(ds, fragment_id, &offsets, columns, &batch).await
 }
 
 /// The common case (every row of a stretch needs work): one sequential read of the
@@ -167,7 +217,17 @@ async fn produce(
 ) -> Result<()> {
     let ds = opened(uri, version, options).await?;
     table::validate_columns(&ds, columns)?;
-    let reader = RangeReader::open(&ds, fragment_id, columns).await?;
+    let plain = blob::plain(&ds, columns);
+    if plain.is_empty() {
+        for range in ranges {
+            let batch = with_blobs(&ds, fragment_id, range, columns, rows_only(range.len())).await;
+            if tx.send(batch).await.is_err() {
+                return Ok(());
+            }
+        }
+        return Ok(());
+    }
+    let reader = RangeReader::open(&ds, fragment_id, &plain).await?;
     let stretches = if joined { stretches(ranges) } else { ranges.chunks(1).collect() };
     for stretch in stretches {
         let longest = stretch.iter().map(|r| r.len()).max().unwrap_or(1).max(1) as u32;
@@ -189,7 +249,8 @@ async fn produce(
                     message: format!("rows {}..{} are not all in the fragment", range.start, range.end),
                 });
             }
-            if tx.send(reader.ordered(batch)).await.is_err() {
+            let batch = with_blobs(&ds, fragment_id, range, columns, reader.ordered(batch)).await;
+            if tx.send(batch).await.is_err() {
                 return Ok(()); // the consumer is gone
             }
         }

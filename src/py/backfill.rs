@@ -213,7 +213,7 @@ fn plan_backfill(
     let plan = block_on(
         py,
         async move {
-            let ds = table::open_with(&uri, None, &options).await?;
+            let ds = std::sync::Arc::new(table::open_with(&uri, None, &options).await?);
             table::validate_columns(&ds, std::slice::from_ref(&column))?;
             if let Some(f) = &filter {
                 table::validate_filter(&ds, f).await?;
@@ -321,7 +321,7 @@ fn checkpoint_of((offsets, values, failed): Rows) -> PyResult<Checkpoint> {
     Ok(Checkpoint { offsets: offsets_of(offsets)?, values: make_array(values.0), failed })
 }
 
-fn offsets_of(data: PyArrowType<ArrayData>) -> PyResult<UInt32Array> {
+pub(super) fn offsets_of(data: PyArrowType<ArrayData>) -> PyResult<UInt32Array> {
     let array = make_array(data.0);
     array.as_any().downcast_ref::<UInt32Array>().cloned().ok_or_else(|| {
         pyo3::exceptions::PyTypeError::new_err(format!("offsets must be uint32, got {}", array.data_type()))

@@ -2,6 +2,7 @@
 //! module imports pyo3.
 
 mod backfill;
+mod blob;
 mod errors;
 mod kuberay;
 mod package;
@@ -20,6 +21,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     table::register(m)?;
     store::register(m)?;
     backfill::register(m)?;
+    blob::register(m)?;
     package::register(m)?;
     kuberay::register(m)?;
     Ok(())
