@@ -267,7 +267,8 @@ class UDF:
         The UdfError raised for a value that does not fit carries its index as ``.row``.
         """
         check = _mismatch_check(self.data_type)
-        if check is not None:
+        # Values all of a type that always fits (one pass in C) need no check of each.
+        if check is not None and not set(map(type, values)) <= _always_fits(self.data_type):
             for i, value in enumerate(values):
                 problem = check(value)
                 if problem:
@@ -367,6 +368,16 @@ def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
         if test(got) and test(want):
             return True
     return (t.is_string(got) and t.is_large_string(want)) or (t.is_large_string(got) and t.is_string(want))
+
+
+@functools.lru_cache(maxsize=64)
+def _always_fits(data_type: pa.DataType) -> frozenset[type]:
+    """Python types whose values ``_mismatch_check(data_type)`` always passes."""
+    if pa.types.is_integer(data_type):
+        return frozenset((int, type(None)))
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+        return frozenset((str, type(None)))
+    return frozenset()
 
 
 @functools.lru_cache(maxsize=64)

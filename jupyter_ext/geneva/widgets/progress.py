@@ -62,6 +62,10 @@ def _bytes(p: Progress) -> str:
     )
 
 
+def _retries(p: Progress) -> str:
+    return f"{p.task_retries} task{'s' if p.task_retries != 1 else ''} rerun (worker died)"
+
+
 def text(p: Progress, table: str = "") -> str:
     pct = fraction(p) * 100
     done = p.rows_done + p.rows_resumed
@@ -75,6 +79,8 @@ def text(p: Progress, table: str = "") -> str:
         line += f"  {_bytes(p)}"
     if p.rows_failed:
         line += f"  failed {p.rows_failed:,}"
+    if p.task_retries:
+        line += f"  {_retries(p)}"
     if p.stage in ("failed", "cancelled") and p.error:
         line += f"\n  {p.stage}: {p.error.splitlines()[0]}"
     for err in p.errors[:3]:
@@ -98,6 +104,8 @@ def html(p: Progress, table: str = "") -> str:
         details.append(f"{p.rows_resumed:,} resumed from checkpoints")
     if p.rows_failed:
         details.append(f"<span style='color:#cf222e'>{p.rows_failed:,} failed</span>")
+    if p.task_retries:
+        details.append(escape(_retries(p)))
     extra = ""
     if p.stage in ("failed", "cancelled") and p.error:
         extra += f"<div style='color:#cf222e'>{escape(p.stage)}: {escape(p.error.splitlines()[0])}</div>"
@@ -158,7 +166,7 @@ class BackfillDisplay:
         last = None
         while not self.job.done():
             p = self._snapshot()
-            key = (p.stage, p.rows_done, p.rows_resumed, p.rows_failed, p.fragments_committed)
+            key = (p.stage, p.rows_done, p.rows_resumed, p.rows_failed, p.fragments_committed, p.task_retries)
             if key != last and self._widget is not None:
                 self._widget.value = html(p, self.job.table.name)
                 self.updates += 1

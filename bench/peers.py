@@ -1,0 +1,212 @@
+"""geneva against the open-source tools a user would pick instead, side by side in one run: the
+same 1M-row table (id, filename, x, y; 8 fragments), each adding one column, scalar
+``len(filename)`` and batched ``x * y``; median of 3 warm runs (after one warm-up), each on a fresh
+copy of the table; each system in a fresh process with at most one ``ray.init(num_cpus=2)``.
+
+    .venv/bin/python bench/peers.py [--rows N] [--reps K] [--only SYSTEM ...]
+
+The peers run from their own virtualenv (~/.cache/geneva/bench/peers-venv, made here on first use
+with pip): daft 0.7.26 + daft-lance 0.6.0, lance-ray 0.5.0, pylance 14.0.2 (Ray 2.60.0, as ours).
+Left out: lance-ray's ``add_columns_from`` (Ray Data; 17-23 s a job in the issue's measurement)
+and daft's ``merge_columns_df``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEERS_VENV = Path(os.environ.get("GENEVA_BENCH_PEERS_VENV", Path.home() / ".cache/geneva/bench/peers-venv"))
+PEER_PACKAGES = ["daft==0.7.26", "daft-lance==0.6.0", "lance-ray==0.5.0", "pylance==14.0.2", "ray[data]==2.60.0"]
+
+# system -> (label, runs in the peers' virtualenv, starts Ray)
+SYSTEMS = {
+    "geneva": ("geneva: per-row scalar UDF / array UDF (Ray, checkpointed)", False, True),
+    "pylance": ("pylance `add_columns`, one process, no checkpoint", True, False),
+    "pylance-checkpoint": ("pylance `add_columns` + `batch_udf(checkpoint_file=...)`, one process", True, False),
+    "lance-ray": ("lance-ray `add_columns` (Ray pool)", True, True),
+    "daft": ("daft + daft-lance `merge_columns` (RecordBatch function)", True, False),
+}
+
+
+def peers_python() -> Path:
+    python = PEERS_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PEERS_VENV} with {' '.join(PEER_PACKAGES)} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    return python
+
+
+# -- the two jobs, in every system's form -------------------------------------------------------
+
+
+def scalar_batch(batch):  # the fastest per-row form the peers offer: a loop over a RecordBatch
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays(
+        [pa.array([len(f) for f in batch.column("filename").to_pylist()], pa.int64())], ["flen"]
+    )
+
+
+def batched_batch(batch):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa.RecordBatch.from_arrays([pc.multiply(batch.column("x"), batch.column("y"))], ["xy"])
+
+
+def jobs_for(system: str):
+    """(scalar job, batched job), each a function of a fresh copy's folder."""
+    if system == "geneva":
+        import geneva
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        @geneva.udf
+        def flen(filename: str) -> int:
+            return len(filename)
+
+        @geneva.udf(data_type=pa.float64())
+        def xy(x: pa.Array, y: pa.Array) -> pa.Array:
+            return pc.multiply(x, y)
+
+        def run(folder: str, name: str, fn) -> None:
+            tbl = geneva.connect(folder).open_table("t")
+            tbl.add_columns({name: fn})
+            tbl.backfill(name)
+
+        return (lambda f: run(f, "flen", flen)), (lambda f: run(f, "xy", xy))
+    import lance
+
+    if system == "pylance":
+        return (
+            lambda f: lance.dataset(f"{f}/t.lance").add_columns(scalar_batch, read_columns=["filename"]),
+            lambda f: lance.dataset(f"{f}/t.lance").add_columns(batched_batch, read_columns=["x", "y"]),
+        )
+    if system == "pylance-checkpoint":
+
+        def with_checkpoint(fn, columns):
+            def run(folder: str) -> None:
+                udf = lance.batch_udf(checkpoint_file=f"{folder}/checkpoint.sqlite")(fn)
+                lance.dataset(f"{folder}/t.lance").add_columns(udf, read_columns=columns)
+
+            return run
+
+        return with_checkpoint(scalar_batch, ["filename"]), with_checkpoint(batched_batch, ["x", "y"])
+    if system == "lance-ray":
+        import lance_ray
+
+        return (
+            lambda f: lance_ray.add_columns(f"{f}/t.lance", transform=scalar_batch, read_columns=["filename"]),
+            lambda f: lance_ray.add_columns(f"{f}/t.lance", transform=batched_batch, read_columns=["x", "y"]),
+        )
+    if system == "daft":
+        import daft_lance
+
+        return (
+            lambda f: daft_lance.merge_columns(f"{f}/t.lance", transform=scalar_batch, read_columns=["filename"]),
+            lambda f: daft_lance.merge_columns(f"{f}/t.lance", transform=batched_batch, read_columns=["x", "y"]),
+        )
+    raise SystemExit(f"unknown system {system}")
+
+
+def check(folder: str, column: str, rows: int) -> None:
+    """The column is there, every row computed (read back with pylance)."""
+    import lance
+
+    got = lance.dataset(f"{folder}/t.lance").to_table(columns=[column])[column]
+    if len(got) != rows or got.null_count:
+        raise SystemExit(f"{column}: {len(got)} rows, {got.null_count} NULL (want {rows}, none)")
+
+
+def child(system: str, source: str, rows: int, reps: int) -> None:
+    if SYSTEMS[system][2]:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    scalar, batched = jobs_for(system)
+    out: dict[str, list[float]] = {"scalar": [], "batched": []}
+    for name, job, column in (("scalar", scalar, "flen"), ("batched", batched, "xy")):
+        for rep in range(reps + 1):  # the first is the warm-up
+            folder = tempfile.mkdtemp(prefix="geneva-peers-")
+            shutil.copytree(f"{source}/t.lance", f"{folder}/t.lance")
+            started = time.perf_counter()
+            job(folder)
+            took = time.perf_counter() - started
+            check(folder, column, rows)
+            shutil.rmtree(folder, ignore_errors=True)
+            if rep:
+                out[name].append(took)
+    print(json.dumps(out))
+
+
+def make_table(folder: str, rows: int) -> None:
+    import lance
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(rows, dtype=np.int64)),
+            "filename": pa.array([f"image_{i:07d}.jpg" for i in range(rows)]),
+            "x": pa.array(rng.random(rows)),
+            "y": pa.array(rng.random(rows)),
+        }
+    )
+    lance.write_dataset(table, f"{folder}/t.lance", max_rows_per_file=-(-rows // 8))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", nargs="*", choices=sorted(SYSTEMS))
+    parser.add_argument("--child", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.source, args.rows, args.reps)
+        return 0
+
+    systems = args.only or list(SYSTEMS)
+    results: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="geneva-peers-src-") as source:
+        make_table(source, args.rows)
+        for system in systems:
+            python = peers_python() if SYSTEMS[system][1] else Path(sys.executable)
+            command = [str(python), str(HERE / "peers.py"), "--child", system, "--source", source]
+            command += ["--rows", str(args.rows), "--reps", str(args.reps)]
+            out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=source)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+            if out.returncode != 0 or not lines:
+                raise SystemExit(f"{system} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+            results[system] = json.loads(lines[-1])
+            print(f"{system}: {results[system]}", file=sys.stderr)
+
+    ours = results.get("geneva")
+    print(f"\n{args.rows:,} rows, 8 fragments, median of {args.reps} warm runs (ratio: the peer's time / geneva's)\n")
+    print("| system | scalar | batched |")
+    print("|---|---|---|")
+    for system, times in results.items():
+        cells = []
+        for job in ("scalar", "batched"):
+            t = statistics.median(times[job])
+            ratio = f" ({t / statistics.median(ours[job]):.2f}x)" if ours and system != "geneva" else ""
+            cells.append(f"{t:.3f} s{ratio}")
+        print(f"| {SYSTEMS[system][0]} | {cells[0]} | {cells[1]} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
