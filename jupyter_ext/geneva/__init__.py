@@ -22,6 +22,7 @@ __all__ = [
     "Connection",
     "ExitMode",
     "Job",
+    "Retry",
     "Table",
     "__version__",
     "connect",
@@ -42,6 +43,7 @@ _LAZY = {
     "UDF": "geneva.udf",
     "BackfillResult": "geneva.backfill",
     "Job": "geneva.backfill",
+    "Retry": "geneva.retry",
     "ExitMode": "geneva.runners.ray.raycluster",
     "ray_cluster": "geneva.runners.ray._mgr",
 }

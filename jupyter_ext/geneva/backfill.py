@@ -11,6 +11,7 @@ after any crash recomputes nothing that was checkpointed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -29,6 +30,7 @@ from geneva import _native
 from geneva.blobs import BlobFile, is_blob
 from geneva.db import _visible_schema, did_you_mean, version_record
 from geneva.exceptions import BackfillCancelled, BackfillError, ColumnNotFoundError, InvalidInputError, UdfError
+from geneva.retry import Retry, retry_policy
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -68,6 +70,7 @@ class BackfillResult:
     bytes_read: int = 0  # of the UDF's inputs (Arrow's in-memory size) by this run's tasks
     bytes_written: int = 0  # of the values they computed
     task_retries: int = 0  # tasks run again after their worker process or node died
+    udf_retries: int = 0  # UDF calls made again after a transient error (``retry=``)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class Progress:
     bytes_read: int = 0  # of the UDF's inputs (Arrow's in-memory size), by the tasks
     bytes_written: int = 0  # of the computed values
     task_retries: int = 0  # tasks run again after their worker died
+    udf_retries: int = 0  # UDF calls made again after a transient error
 
     @property
     def rows_per_second(self) -> float:
@@ -124,6 +128,7 @@ class _Tally:
     lost: list[int] = field(default_factory=list)  # fragments rewritten by someone else: not committed
     redone: int = 0
     retries: int = 0
+    udf_retries: int = 0
     # Per fragment, the Ray objects holding rows tasks handed over instead of checkpointing them.
     held: dict[int, list[Any]] = field(default_factory=dict)
 
@@ -133,6 +138,7 @@ class _Tally:
         self.resumed += sign * outcome["resumed"]
         self.bytes_read += sign * outcome.get("bytes_read", 0)
         self.bytes_written += sign * outcome.get("bytes_written", 0)
+        self.udf_retries += sign * outcome.get("retried", 0)
         if sign > 0:
             self.errors.extend(outcome["errors"])
         else:
@@ -220,6 +226,7 @@ class _Options:
     num_gpus: float | None
     memory: int | None
     on_error: str
+    retry: Retry | None = None
 
 
 def _check_options(**opts: Any) -> _Options:
@@ -239,6 +246,10 @@ def _check_options(**opts: Any) -> _Options:
             raise InvalidInputError(f"{key} must be a number >= 0, got {value!r}")
     if opts["on_error"] not in ON_ERROR:
         raise InvalidInputError(f"on_error must be 'fail' or 'skip', got {opts['on_error']!r}")
+    try:
+        opts["retry"] = retry_policy(opts["retry"])
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
     return _Options(**opts)
 
 
@@ -257,6 +268,7 @@ def start(
     num_gpus: float | None = None,
     memory: int | None = None,
     on_error: str = "fail",
+    retry: Retry | dict[str, Any] | None = None,
 ) -> Job:
     """Validate and plan now (nothing starts on bad input), then run: here when ``wait``, else in a thread."""
     opts = _check_options(
@@ -270,6 +282,7 @@ def start(
         num_gpus=num_gpus,
         memory=memory,
         on_error=on_error,
+        retry=retry,
     )
     # The table's schema read once (on a store each read is a request).
     full = table._full_schema()
@@ -643,6 +656,7 @@ class Job:
             bytes_read=tally.bytes_read,
             bytes_written=tally.bytes_written,
             task_retries=tally.retries,
+            udf_retries=tally.udf_retries,
         )
 
     def _hand_over(self, tasks: list[dict[str, Any]]) -> None:
@@ -689,7 +703,11 @@ class Job:
         remote = _remote_task(ray, self._streaming).options(**options)
         # The UDF travels as bytes and is unpickled inside the task, after the session's
         # layers are on sys.path: its module references resolve against the shipped files.
-        udf_ref = ray.put(_pickle_udf(self.udf))
+        fn = self.udf
+        if opts.retry is not None:  # the call's policy over the UDF's
+            fn = copy.copy(fn)
+            fn.retry = opts.retry
+        udf_ref = ray.put(_pickle_udf(fn))
         # The table's storage options travel with each task as an argument (never logged, never in
         # the task dicts the display or an error may show).
         store = self.table._storage_options or None
@@ -730,6 +748,7 @@ class Job:
                     errors=tuple(e["error"] for e in tally.errors[:5]),
                     bytes_read=tally.bytes_read,
                     bytes_written=tally.bytes_written,
+                    udf_retries=tally.udf_retries,
                 )
                 if finished:
                     self._commit(finished, tally, ray, store)
@@ -1082,6 +1101,8 @@ def _run_task(
     offsets: pa.UInt32Array | None = task["offsets"]
     pending = _Pending(task, store)
     counts = _Counts()
+    if getattr(fn, "retry", None) is not None:
+        call = fn.retry.wrap(call, counts.count_retry)
     files = task.get("files") or []
     read = [c for c in inputs if c not in files]
     # A gapless task's batches are read ahead, each stretch of them in one sequential read.
@@ -1196,6 +1217,7 @@ class _Counts:
     errors: list[dict[str, Any]] = field(default_factory=list)
     bytes_read: int = 0
     bytes_written: int = 0
+    retried: int = 0  # UDF calls made again (transient errors: see retry.py)
     since: float = field(default_factory=time.monotonic)
     # The task's counts so far (all its reports), and at its last checkpoint: the driver reruns a
     # task whose worker died from there.
@@ -1204,6 +1226,9 @@ class _Counts:
 
     def due(self) -> bool:
         return time.monotonic() - self.since >= PROGRESS_SECONDS
+
+    def count_retry(self) -> None:
+        self.retried += 1
 
     def checkpointed(self, batches: int) -> None:
         """The task's first ``batches`` batches are done and in checkpoints (or were planned done)."""
@@ -1218,13 +1243,13 @@ class _Counts:
         self.total["errors"] += len(self.errors)
         if self.durable is not None:
             out["durable"], self.durable = self.durable, None
-        self.processed = self.resumed = self.failed = self.bytes_read = self.bytes_written = 0
+        self.processed = self.resumed = self.failed = self.bytes_read = self.bytes_written = self.retried = 0
         self.errors = []
         self.since = time.monotonic()
         return out
 
 
-_COUNTED = ("processed", "resumed", "failed", "bytes_read", "bytes_written")
+_COUNTED = ("processed", "resumed", "failed", "bytes_read", "bytes_written", "retried")
 
 
 def _run_whole_task(*args: Any) -> dict[str, Any]:

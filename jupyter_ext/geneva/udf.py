@@ -33,9 +33,11 @@ from typing import Any
 import pyarrow as pa
 
 from geneva.exceptions import UdfError
+from geneva.retry import Retry, retry_policy
 
 OPTIONS = (
     "data_type",
+    "retry",
     "input_columns",
     "num_cpus",
     "num_gpus",
@@ -198,6 +200,8 @@ class UDF:
         # computed values a task holds before it writes a checkpoint; None: the backfill's defaults.
         self.batch_bytes: int | None = options.get("batch_bytes")
         self.checkpoint_bytes: int | None = options.get("checkpoint_bytes")
+        # Transient errors retried (see retry.py); not part of the version (values do not change).
+        self.retry: Retry | None = retry_policy(options.get("retry"))
         self.version: str = str(options["version"]) if options.get("version") is not None else self._content_hash()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -82,3 +82,61 @@ def test_a_udf_that_kills_its_worker_every_time_fails_the_job_naming_its_rows(tm
     start, end = (int(x) for x in message.split("rows ")[1].split(" ", maxsplit=1)[0].split(".."))
     assert start <= 1750 < end, message
     assert lance.dataset(tbl.uri).to_table(columns=["doomed"])["doomed"].null_count == ROWS
+
+
+def test_transient_udf_errors_are_retried_with_backoff_and_counted(tmp_path) -> None:
+    """@udf(retry=...): a ConnectionError twice on one row, then the value: done, 2 retries
+    reported. An error of another type is not retried; attempts are bounded, then on_error rules
+    (the row named, the attempts said). backfill(retry=...) overrides the UDF's."""
+    from geneva.exceptions import UdfError
+
+    seen: dict[int, int] = {}
+
+    @geneva.udf(retry={"exceptions": [ConnectionError, TimeoutError], "attempts": 3, "backoff": 0.01})
+    def flaky(id: int) -> int:
+        if id in (5, 9):
+            seen[id] = seen.get(id, 0) + 1  # in the worker's copy of the closure
+            if seen[id] <= 2:
+                raise ConnectionError(f"reset by peer ({id})")
+        return id + 1
+
+    tbl = table(tmp_path)
+    tbl.add_columns({"flaky": flaky})
+    result = tbl.backfill("flaky")
+    assert (result.udf_retries, result.rows_processed, result.rows_failed) == (4, ROWS, 0)
+    got = lance.dataset(tbl.uri).to_table(columns=["id", "flaky"]).to_pydict()
+    assert got["flaky"] == [i + 1 for i in got["id"]]
+
+    @geneva.udf(data_type=pa.int64(), retry=geneva.Retry(exceptions=(TimeoutError,), attempts=3, backoff=0.01))
+    def stuck(id: pa.Array) -> pa.Array:
+        if 7 in id.to_pylist():
+            raise TimeoutError("upstream took too long")
+        return id
+
+    tbl.add_columns({"stuck": stuck})
+    with pytest.raises(UdfError, match=r"(?s)TimeoutError: upstream took too long.*after 3 attempts"):
+        tbl.backfill("stuck")
+    result = tbl.backfill("stuck", on_error="skip", checkpoint_size=100)
+    assert (result.rows_failed, result.udf_retries) == (100, 2)
+
+    @geneva.udf(retry={"exceptions": [ConnectionError], "attempts": 5, "backoff": 0.01})
+    def wrong(id: int) -> int:
+        if id == 3:
+            raise ValueError("not transient")
+        return id
+
+    tbl.add_columns({"wrong": wrong})
+    result = tbl.backfill("wrong", on_error="skip")
+    assert (result.rows_failed, result.udf_retries) == (1, 0)
+    # The call's policy wins over the UDF's: ValueError retried, still failing, 4 retries.
+    result = tbl.backfill("wrong", on_error="skip", retry={"exceptions": [ValueError], "attempts": 5, "backoff": 0})
+    assert (result.rows_failed, result.udf_retries) == (1, 4)
+
+
+def test_bad_retry_policies_are_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="retry: 'exceptions' must be exception classes"):
+        geneva.udf(retry={"exceptions": ["ConnectionError"]}, data_type=pa.int64())(lambda id: id)
+    with pytest.raises(ValueError, match="retry: unknown key 'attempt'; did you mean 'attempts'"):
+        geneva.udf(retry={"exceptions": [OSError], "attempt": 3}, data_type=pa.int64())(lambda id: id)
+    with pytest.raises(ValueError, match="retry: attempts must be an int >= 1"):
+        geneva.Retry(exceptions=(OSError,), attempts=0)
