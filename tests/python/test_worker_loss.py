@@ -140,3 +140,12 @@ def test_bad_retry_policies_are_refused_with_the_fix() -> None:
         geneva.udf(retry={"exceptions": [OSError], "attempt": 3}, data_type=pa.int64())(lambda id: id)
     with pytest.raises(ValueError, match="retry: attempts must be an int >= 1"):
         geneva.Retry(exceptions=(OSError,), attempts=0)
+
+
+def test_the_display_says_what_was_done_again() -> None:
+    from geneva.backfill import Progress
+    from geneva.widgets import progress
+
+    p = Progress(job_id="j", column="c", stage="running", rows_total=10, rows_done=5, task_retries=1, udf_retries=3)
+    assert "1 task rerun (worker died), 3 UDF calls retried" in progress.text(p)
+    assert "1 task rerun (worker died), 3 UDF calls retried" in progress.html(p)

@@ -63,7 +63,13 @@ def _bytes(p: Progress) -> str:
 
 
 def _retries(p: Progress) -> str:
-    return f"{p.task_retries} task{'s' if p.task_retries != 1 else ''} rerun (worker died)"
+    """Work done again: tasks whose worker died, UDF calls retried after a transient error."""
+    parts = []
+    if p.task_retries:
+        parts.append(f"{p.task_retries} task{'s' if p.task_retries != 1 else ''} rerun (worker died)")
+    if p.udf_retries:
+        parts.append(f"{p.udf_retries} UDF call{'s' if p.udf_retries != 1 else ''} retried")
+    return ", ".join(parts)
 
 
 def text(p: Progress, table: str = "") -> str:
@@ -79,7 +85,7 @@ def text(p: Progress, table: str = "") -> str:
         line += f"  {_bytes(p)}"
     if p.rows_failed:
         line += f"  failed {p.rows_failed:,}"
-    if p.task_retries:
+    if _retries(p):
         line += f"  {_retries(p)}"
     if p.stage in ("failed", "cancelled") and p.error:
         line += f"\n  {p.stage}: {p.error.splitlines()[0]}"
@@ -104,7 +110,7 @@ def html(p: Progress, table: str = "") -> str:
         details.append(f"{p.rows_resumed:,} resumed from checkpoints")
     if p.rows_failed:
         details.append(f"<span style='color:#cf222e'>{p.rows_failed:,} failed</span>")
-    if p.task_retries:
+    if _retries(p):
         details.append(escape(_retries(p)))
     extra = ""
     if p.stage in ("failed", "cancelled") and p.error:
@@ -166,7 +172,15 @@ class BackfillDisplay:
         last = None
         while not self.job.done():
             p = self._snapshot()
-            key = (p.stage, p.rows_done, p.rows_resumed, p.rows_failed, p.fragments_committed, p.task_retries)
+            key = (
+                p.stage,
+                p.rows_done,
+                p.rows_resumed,
+                p.rows_failed,
+                p.fragments_committed,
+                p.task_retries,
+                p.udf_retries,
+            )
             if key != last and self._widget is not None:
                 self._widget.value = html(p, self.job.table.name)
                 self.updates += 1
