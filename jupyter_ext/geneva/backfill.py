@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from geneva.db import Table
+    from geneva.jobs import Recorder
     from geneva.udf import UDF
 
 MIN_CHECKPOINT_SIZE, MAX_CHECKPOINT_SIZE = 1024, 32768
@@ -311,12 +312,25 @@ def start(
     session = active_session()
     if session is not None:
         session.track(job)
+    # Recorded before this returns: another kernel can find the job by its id at once.
+    from geneva.jobs import Recorder
+
+    job._recorder = Recorder(job)
+    job._recorder.start()
     if wait:
         job._run()
     else:
         job._thread = threading.Thread(target=job._run_quietly, name=f"geneva-backfill-{job.job_id}", daemon=True)
         job._thread.start()
     return job
+
+
+# Jobs running in this process, by id (``db.get_job`` gives these their own handle).
+_RUNNING: dict[str, Job] = {}
+
+
+def running_job(job_id: str) -> Job | None:
+    return _RUNNING.get(job_id)
 
 
 def _plan(table: Table, column: str, fn: UDF, inputs: list[str], where: str | None) -> Any:
@@ -423,6 +437,7 @@ class Job:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._errors_written = False
+        self._recorder: Recorder | None = None  # the job's record in the database (see jobs.py)
         self._attempts: dict[int, _Attempt] = {}  # by id() of the running tasks' dicts
         self._reruns: list[dict[str, Any]] = []  # tasks to run again (their workers died)
         self._progress = Progress(
@@ -479,7 +494,13 @@ class Job:
             self._run()
 
     def _run(self) -> None:
+        from geneva.jobs import Recorder
+
         started = time.monotonic()
+        if self._recorder is None:
+            self._recorder = Recorder(self)
+            self._recorder.start()
+        _RUNNING[self.job_id] = self
         try:
             self._result = self._drive(started)
             self._update(stage="done", seconds=time.monotonic() - started)
@@ -496,6 +517,8 @@ class Job:
             self._update(stage="failed", error=str(exc), seconds=time.monotonic() - started)
             raise
         finally:
+            self._recorder.finish()
+            _RUNNING.pop(self.job_id, None)
             self._finished.set()
 
     def _sizes(self) -> tuple[int, int, float]:

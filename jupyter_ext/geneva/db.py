@@ -22,6 +22,7 @@ from geneva.exceptions import (
 
 if TYPE_CHECKING:
     from geneva.backfill import BackfillResult, Job
+    from geneva.jobs import JobHandle, JobList
     from geneva.udf import UDF
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -178,6 +179,20 @@ class Connection:
         names = [n.removesuffix(".lance") for n in _native.store_list(self.uri, self._storage_options)]
         found = [n for n in names if n != "" and _NAME.match(n)]
         return sorted(n for n in found if self._exists(self._table_uri(n), self._storage_options))
+
+    def list_jobs(self, table: str | None = None, status: str | None = None) -> JobList:
+        """The backfill jobs recorded in this database, newest first (an HTML table in notebooks);
+        ``status``: queued, running, done, failed, cancelled or lost (a running job whose driver
+        stopped reporting)."""
+        from geneva.jobs import list_jobs
+
+        return list_jobs(self, table, status)
+
+    def get_job(self, job_id: str) -> Job | JobHandle:
+        """A job by id, from any kernel: ``progress()``, ``result(timeout)``, ``cancel()``."""
+        from geneva.jobs import get_job
+
+        return get_job(self, job_id)
 
     def create_table(
         self,

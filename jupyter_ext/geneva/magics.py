@@ -32,7 +32,11 @@ class GenevaMagics(Magics):
 
     # -- %geneva ----------------------------------------------------------------------------
     @magic_arguments()
+    @argument("action", nargs="?", help="jobs: list the backfill jobs recorded in the database")
     @argument("--tags", type=int, default=10, metavar="N", help="how many wheel tags to list (default 10)")
+    @argument("--db", metavar="VAR", help="jobs: the connection variable (default: the last geneva.connect)")
+    @argument("--table", metavar="NAME", help="jobs: only this table's")
+    @argument("--status", metavar="STATUS", help="jobs: only these (running, done, failed, cancelled, lost...)")
     @line_magic
     def geneva(self, line: str) -> None:
         """Show the geneva version, this host's platform report and the active cluster session.
@@ -40,10 +44,18 @@ class GenevaMagics(Magics):
         The report is HTML in notebooks and text in terminal IPython. When the active
         cluster's Python or Ray differs from this kernel's, a warning says so.
 
+        ``%geneva jobs [--table T] [--status S] [--db VAR]`` lists the backfill jobs recorded in the
+        database (any kernel's; ``db.get_job(id)`` follows or cancels one).
+
         Magics: %%geneva_cluster (enter a Ray cluster; %geneva_cluster status | exit | dashboard),
         %backfill TABLE COLUMN (compute a column). Add ? for their help.
         """
         args = parse_argstring(self.geneva, line)
+        if args.action == "jobs":
+            self._jobs(args)
+            return
+        if args.action is not None:
+            raise UsageError(f"unknown %geneva action {args.action!r}: the one action is 'jobs'")
         if args.tags < 0:
             raise UsageError(f"--tags must be 0 or more, got {args.tags}")
         from IPython.display import display
@@ -62,6 +74,20 @@ class GenevaMagics(Magics):
         different = [(n, h, t) for n, h, t in ClusterDisplay(session).versions() if t not in (h, "-")]
         for name, here, there in different:
             print(f"warning: the cluster runs {name} {there}, this kernel {here}; use the same {name} on both sides")
+
+    def _jobs(self, args: Any) -> None:
+        from IPython.display import display
+
+        from geneva.db import Connection, current_connection
+
+        db = current_connection()
+        if args.db is not None:
+            db = (self.shell.user_ns if self.shell is not None else {}).get(args.db)
+            if not isinstance(db, Connection):
+                raise UsageError(f"--db {args.db}: no geneva connection by that name in the notebook")
+        if db is None:
+            raise UsageError("no database: connect first (db = geneva.connect(...)) or pass --db VAR")
+        display(db.list_jobs(table=args.table, status=args.status))
 
     # -- %%geneva_cluster -------------------------------------------------------------------
     @magic_arguments()
