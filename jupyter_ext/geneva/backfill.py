@@ -468,6 +468,14 @@ class Job:
         self._cancel_reason = reason or "cancelled"
         self._cancel.set()
 
+    @property
+    def table_name(self) -> str:
+        return self.table.name
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits for the job to end, at most ``timeout`` seconds; whether it has."""
+        return self._finished.wait(timeout)
+
     def result(self, timeout: float | None = None) -> BackfillResult:
         """Waits for the job; raises what failed it."""
         if not self._finished.wait(timeout):

@@ -15,6 +15,7 @@ driver picks up at its next heartbeat).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import getpass
 import html
 import json
@@ -172,6 +173,20 @@ class JobHandle:
     def status(self) -> str:
         return self.record().status
 
+    @functools.cached_property
+    def table_name(self) -> str:
+        return self.record().table
+
+    def wait(self, timeout: float | None = None, poll: float = 1.0) -> bool:
+        """Waits for the record to end, at most ``timeout`` seconds (reading it every ``poll``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            time.sleep(poll if left is None else min(poll, left))
+        return True
+
     def done(self) -> bool:
         return self.status in _FINAL
 
@@ -204,14 +219,9 @@ class JobHandle:
         """Waits for the record to end; the result, or the error that ended the job."""
         from geneva.backfill import BackfillResult
 
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            r = self.record()
-            if r.status in _FINAL:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"backfill {self.job_id} still {r.status} after {timeout} s")
-            time.sleep(poll)
+        if not self.wait(timeout, poll):
+            raise TimeoutError(f"backfill {self.job_id} still {self.status} after {timeout} s")
+        r = self.record()
         if r.status == "cancelled":
             raise BackfillCancelled(r.error or f"backfill {self.job_id} was cancelled")
         if r.status == "failed":

@@ -221,8 +221,10 @@ class GenevaMagics(Magics):
 
     # -- %backfill --------------------------------------------------------------------------
     @magic_arguments()
-    @argument("table", help="a Table variable, or a table name in the current connection (the last geneva.connect())")
-    @argument("column", help="the UDF column to compute (added with tbl.add_columns)")
+    @argument(
+        "table", nargs="?", help="a Table variable, or a table name in the current connection (the last connect())"
+    )
+    @argument("column", nargs="?", help="the UDF column to compute (added with tbl.add_columns)")
     @argument("--where", metavar="SQL", help='only rows matching this filter (DataFusion SQL), e.g. "x > 5"')
     @argument(
         "--concurrency",
@@ -240,6 +242,7 @@ class GenevaMagics(Magics):
     @argument(
         "--on-error", choices=("fail", "skip"), default="fail", help="skip: failing rows become NULL and are recorded"
     )
+    @argument("--attach", metavar="JOB_ID", help="follow a job started elsewhere (e.g. another kernel)")
     @argument(
         "--async",
         dest="run_async",
@@ -257,6 +260,10 @@ class GenevaMagics(Magics):
             job = %backfill tbl embedding --async
         """
         args = _parse_posix(self.backfill, line)
+        if args.attach is not None:
+            return self._attach(args)
+        if args.table is None or args.column is None:
+            raise UsageError("%backfill TABLE COLUMN [options], or %backfill --attach JOB_ID")
         table = self._resolve_table(args.table)
         from geneva.backfill import start
         from geneva.exceptions import BackfillError, GenevaError
@@ -294,6 +301,35 @@ class GenevaMagics(Magics):
                 follow_in_terminal(job)
         finally:
             view.wait(5)  # the final state is shown before the cell ends
+        return job.result()
+
+    def _attach(self, args: Any) -> Any:
+        """The live display of a recorded job (this kernel's or another's) until it ends; its result."""
+        from geneva.db import current_connection
+        from geneva.exceptions import GenevaError
+        from geneva.widgets.progress import BackfillDisplay, text
+
+        db = self._resolve_table(args.table)._db if args.table is not None else current_connection()
+        if db is None:
+            raise UsageError("no database: connect first (db = geneva.connect(...)) or name a table of it")
+        try:
+            job = db.get_job(args.attach)
+        except GenevaError as exc:
+            raise UsageError(str(exc)) from None
+        view = BackfillDisplay(job, interval=max(self.progress_interval, 1.0))
+        if view._live:
+            view.show()
+        try:  # Ctrl-C detaches: the job goes on
+            while not job.wait(1.0):
+                if not view._live:
+                    print("\r" + text(job.progress(), job.table_name).splitlines()[0], end="", flush=True)
+        except KeyboardInterrupt:
+            print(f"\ndetached from backfill {args.attach}; it goes on (db.get_job({args.attach!r}) follows it)")
+            return job
+        if view._live:
+            view.wait(5)
+        else:
+            print("\r" + text(job.progress(), job.table_name))
         return job.result()
 
     def _resolve_table(self, name: str) -> Any:

@@ -102,19 +102,42 @@ job.result()
 """
 
 
-def test_a_killed_kernels_job_is_found_followed_and_shown_lost(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(jobs, "LOST_AFTER", 8.0)
+def start_driver(tmp_path, rows: int) -> tuple[subprocess.Popen, str]:
+    """Another "kernel": a Python process that starts a backfill of ``rows`` slow rows and waits."""
     script = tmp_path / "driver.py"
-    script.write_text(textwrap.dedent(DRIVER))
-    folder = tmp_path / "db"
+    script.write_text(textwrap.dedent(DRIVER).replace("range(2000)", f"range({rows})"))
     env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
+        [sys.executable, str(script), str(tmp_path / "db")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
+    job_id = proc.stdout.readline().strip()
+    assert job_id, "the driver printed no job id"
+    return proc, job_id
+
+
+def test_backfill_attach_follows_another_kernels_job_to_its_end(tmp_path, ip, capsys) -> None:
+    proc, job_id = start_driver(tmp_path, 200)
     try:
-        job_id = proc.stdout.readline().strip()
-        assert job_id, "the driver printed no job id"
-        db = geneva.connect(folder)
+        ip.run_line_magic("load_ext", "geneva")
+        ip.user_ns["db"] = geneva.connect(tmp_path / "db")
+        result = ip.run_line_magic("backfill", f"--attach {job_id}")
+        assert (result.job_id, result.rows_processed, result.rows_failed) == (job_id, 200, 0)
+        assert "[done]" in capsys.readouterr().out
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_killed_kernels_job_is_found_followed_and_shown_lost(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(jobs, "LOST_AFTER", 8.0)
+    proc, job_id = start_driver(tmp_path, 2000)
+    try:
+        db = geneva.connect(tmp_path / "db")
         handle = db.get_job(job_id)
         deadline = time.monotonic() + 60
         while handle.progress().rows_done == 0:  # counts arrive with the heartbeats

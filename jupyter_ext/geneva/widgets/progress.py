@@ -149,10 +149,10 @@ class BackfillDisplay:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         p = self._snapshot()
-        bundle: dict[str, Any] = {"text/plain": text(p, self.job.table.name), "text/html": html(p, self.job.table.name)}
+        bundle: dict[str, Any] = {"text/plain": text(p, self.job.table_name), "text/html": html(p, self.job.table_name)}
         if self._widget is not None and not self.job.done():
             bundle.update(self._widget._repr_mimebundle_())
-            bundle["text/plain"] = text(p, self.job.table.name)
+            bundle["text/plain"] = text(p, self.job.table_name)
         return bundle
 
     def show(self) -> BackfillDisplay:
@@ -162,7 +162,7 @@ class BackfillDisplay:
         if self._live:
             import ipywidgets
 
-            self._widget = ipywidgets.HTML(value=html(self._snapshot(), self.job.table.name))
+            self._widget = ipywidgets.HTML(value=html(self._snapshot(), self.job.table_name))
         self._handle = display(self, display_id=True)
         self._thread = threading.Thread(target=self._follow, name=f"geneva-progress-{self.job.job_id}", daemon=True)
         self._thread.start()
@@ -182,11 +182,11 @@ class BackfillDisplay:
                 p.udf_retries,
             )
             if key != last and self._widget is not None:
-                self._widget.value = html(p, self.job.table.name)
+                self._widget.value = html(p, self.job.table_name)
                 self.updates += 1
                 self._last_update = time.monotonic()
                 last = key
-            self.job._finished.wait(self.interval)
+            self.job.wait(self.interval)
         self.finish()
 
     def finish(self) -> None:
@@ -194,7 +194,7 @@ class BackfillDisplay:
         replacement below shows it anyway), then the output replaced by static HTML + text."""
         p = self._snapshot()
         if self._widget is not None and time.monotonic() - self._last_update >= self.interval:
-            self._widget.value = html(p, self.job.table.name)
+            self._widget.value = html(p, self.job.table_name)
             self.updates += 1
         if self._handle is not None:
             self._handle.update(self)
@@ -226,24 +226,24 @@ def follow_in_terminal(job: Job, interval: float = 0.5) -> None:
     stream = sys.stdout
     try:
         while not job.done():
-            stream.write("\r" + text(job.progress(), job.table.name).splitlines()[0])
+            stream.write("\r" + text(job.progress(), job.table_name).splitlines()[0])
             stream.flush()
-            job._finished.wait(interval)
+            job.wait(interval)
     except KeyboardInterrupt:
         job.cancel("interrupted (Ctrl-C)")
-        job._finished.wait(60)
-        stream.write("\r" + text(job.progress(), job.table.name) + "\n")
+        job.wait(60)
+        stream.write("\r" + text(job.progress(), job.table_name) + "\n")
         raise
-    stream.write("\r" + text(job.progress(), job.table.name) + "\n")
+    stream.write("\r" + text(job.progress(), job.table_name) + "\n")
     stream.flush()
 
 
 def wait_interruptibly(job: Job, poll: float = 0.1) -> None:
     """Block until the job ends; Ctrl-C (interrupt kernel) cancels it and waits for the cancel."""
     try:
-        while not job._finished.wait(poll):
+        while not job.wait(poll):
             pass
     except KeyboardInterrupt:
         job.cancel("interrupted (Ctrl-C / interrupt kernel)")
-        job._finished.wait(60)
+        job.wait(60)
         raise
