@@ -25,13 +25,18 @@ SEED_VENV = Path(os.environ.get("GENEVA_BENCH_SEED_VENV", Path.home() / ".cache/
 SEED_PACKAGES = ["geneva==0.17.0", "psutil"]
 
 
-def seed_python() -> Path:
-    python = SEED_VENV / "bin" / "python"
+def venv_python(venv: Path, packages: list[str]) -> Path:
+    """The interpreter of ``venv``, made with ``packages`` on first use."""
+    python = venv / "bin" / "python"
     if not python.exists():
-        print(f"creating {SEED_VENV} with {' '.join(SEED_PACKAGES)} ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(SEED_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *SEED_PACKAGES], check=True)
+        print(f"creating {venv} with {' '.join(packages)} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
     return python
+
+
+def seed_python() -> Path:
+    return venv_python(SEED_VENV, SEED_PACKAGES)
 
 
 def run(python: Path, system: str, rows: int, folder: str) -> dict:

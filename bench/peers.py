@@ -39,12 +39,9 @@ SYSTEMS = {
 
 
 def peers_python() -> Path:
-    python = PEERS_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {PEERS_VENV} with {' '.join(PEER_PACKAGES)} ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
-    return python
+    from backfill import venv_python  # bench/backfill.py: the seed's virtualenv is made the same way
+
+    return venv_python(PEERS_VENV, PEER_PACKAGES)
 
 
 # -- the two jobs, in every system's form -------------------------------------------------------

@@ -51,6 +51,14 @@ def blob_reader(rows: int, size: int = 1 << 20) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+def checkpoint_runs(log: list[str]) -> list[tuple[int, int]]:
+    """(first, last) offsets of the checkpoints written, from a StoreProxy's request log."""
+    import re
+
+    pattern = re.compile(r"/f\d+-\w+-(\d+)-(\d+)-\d+\.lance ")
+    return sorted((int(m[1]), int(m[2])) for r in log if r.startswith("PUT ") and (m := pattern.search(r)))
+
+
 def test_memory_is_bounded_by_bytes_not_rows() -> None:
     """Backfilling a table of 1 MiB values twice as large takes no more memory: the PSS of the
     whole process tree (kernel, Ray's GCS and raylet, the workers) above the same tree idle, each
@@ -194,7 +202,6 @@ def test_a_vector_of_the_wrong_length_or_kind_is_an_error_naming_the_row(tmp_pat
 def test_batch_and_checkpoint_bytes_set_the_rows_per_batch_and_checkpoint(s3_server) -> None:
     """Rows of 1 MiB with batch_bytes=4 MiB: batches of 4 rows; checkpoint_bytes=1: every batch is
     written as a checkpoint when computed (seen in the requests to the store). Bad values are refused."""
-    import re
     import uuid
 
     from geneva.exceptions import InvalidInputError
@@ -217,11 +224,7 @@ def test_batch_and_checkpoint_bytes_set_the_rows_per_batch_and_checkpoint(s3_ser
             geneva.udf(checkpoint_bytes=-1, data_type=pa.int64())(lambda content: 1)
         proxy.log.clear()
         assert tbl.backfill("size", batch_bytes=4 << 20).rows_processed == 24
-        runs = sorted(
-            (int(m[1]), int(m[2]))
-            for r in proxy.log
-            if r.startswith("PUT ") and (m := re.search(r"/f\d+-\w+-(\d+)-(\d+)-\d+\.lance ", r))
-        )
+        runs = checkpoint_runs(proxy.log)
         assert runs == [(first, first + 3) for first in range(0, 24, 4)], runs
         assert theirs(tbl, ["size"])["size"].to_pylist() == [1 << 20] * 24
     finally:
@@ -343,7 +346,6 @@ def test_batches_of_blob_encoded_inputs_are_sized_by_the_values_bytes(s3_server)
     bytes): the plan samples the values' sizes, so rows of 1 MiB with batch_bytes=4 MiB are read
     4 rows at a time (seen in the checkpoints written, checkpoint_bytes=1). Before: ~75 bytes a row
     estimated, the whole task in one batch."""
-    import re
     import uuid
 
     from object_stores import StoreProxy
@@ -365,11 +367,7 @@ def test_batches_of_blob_encoded_inputs_are_sized_by_the_values_bytes(s3_server)
         tbl.add_columns({"size": size})
         proxy.log.clear()
         assert tbl.backfill("size", batch_bytes=4 << 20).rows_processed == 24
-        runs = sorted(
-            (int(m[1]), int(m[2]))
-            for r in proxy.log
-            if r.startswith("PUT ") and (m := re.search(r"/f\d+-\w+-(\d+)-(\d+)-\d+\.lance ", r))
-        )
+        runs = checkpoint_runs(proxy.log)
         assert runs == [(first, first + 3) for first in range(0, 24, 4)], runs
         assert theirs(tbl, ["size"])["size"].to_pylist() == [1 << 20] * 24
     finally:
