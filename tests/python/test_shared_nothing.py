@@ -11,6 +11,7 @@ interpreter's site-packages to moto's in-memory server would be too heavy for a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -176,3 +177,77 @@ def test_a_backfill_on_a_node_that_shares_no_disk(two_nodes, workspace, s3_serve
     assert local.version == local_version
     theirs = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "tagged"]).sort_by("x")
     assert theirs["tagged"].to_pylist() == [f"&lt;{x * 2}&gt;" for x in range(350)]
+
+
+@geneva.udf(checkpoint_size=10, data_type=pa.int64())
+def slow_square(x: int) -> int:
+    import time
+
+    time.sleep(0.05)
+    return x * x
+
+
+def kill_node(node: IsolatedNode) -> None:
+    """SIGKILL to the node's `ray start`, raylet, and every worker under them (the raylet runs in
+    a session of its own: killing the node's process group alone leaves it running)."""
+    import signal
+
+    import psutil
+
+    root = psutil.Process(node.proc.pid)
+    for proc in [*root.children(recursive=True), root]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+    node.proc.wait(timeout=30)
+
+
+def test_a_job_outlives_its_worker_node(tmp_path, s3_server, monkeypatch):
+    """The worker node is killed (SIGKILL to its raylet and workers) while the job runs and a fresh
+    node joins: the tasks that were on the dead node run again on the new one, from their
+    checkpoints; values right (pylance), counts exact, the retries reported."""
+    import time
+
+    _require_unshare()
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    venv = isolated_venv(tmp_path)
+    (tmp_path / "head").mkdir()
+    head = RayHead(tmp_path / "head", num_cpus=0)
+    hidden = [tmp_path, REPO, Path.home() / ".cache"]
+    nodes = [IsolatedNode(head, venv, hidden, tmp_path / "node1.log")]
+    try:
+        wait_for_nodes(head.addr, 1)
+        for key, value in s3_server.env.items():
+            monkeypatch.setenv(key, value)
+        options = s3_server.storage_options()
+        db = geneva.connect(s3_server.uri(f"nodeloss-{tmp_path.name}"), storage_options=options)
+        tbl = db.create_table("t", pa.table({"x": list(range(400))}))
+        tbl.add_columns({"sq": slow_square})
+        secrets = {k: v for k, v in s3_server.env.items() if k.startswith("AWS_")}
+        session = ray_cluster(
+            addr=head.addr,
+            use_portforwarding=False,
+            skip_site_packages=True,  # the UDF needs only the standard library
+            upload_dir=s3_server.uri(f"layers-{tmp_path.name}"),
+            extra_env=secrets,
+        )
+        with session:
+            job = tbl.backfill_async("sq", concurrency=2)
+            deadline = time.monotonic() + 120
+            while job.progress().rows_done == 0:  # a task has ended: the job is well under way
+                assert not job.done(), job.result()
+                assert time.monotonic() < deadline, "no task ended"
+                time.sleep(0.2)
+            kill_node(nodes[0])
+            nodes.append(IsolatedNode(head, venv, hidden, tmp_path / "node2.log"))
+            result = job.result(timeout=300)
+        assert (result.rows_processed, result.rows_failed) == (400, 0)
+        assert result.task_retries >= 1
+        theirs = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "sq"]).sort_by("x")
+        assert theirs["sq"].to_pylist() == [x * x for x in range(400)]
+    finally:
+        for node in nodes:
+            node.stop()
+        head.stop()
