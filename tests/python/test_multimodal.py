@@ -85,7 +85,10 @@ def test_memory_is_bounded_by_bytes_not_rows() -> None:
         r = json.loads(lines[-1])
         above[mib] = r["peak"] - r["idle"]
     print(f"peak tree PSS above idle: {', '.join(f'{m} MiB table: {b / 2**20:.0f} MiB' for m, b in above.items())}")
-    assert above[1024] < 1.25 * above[512] + (64 << 20), above
+    # Flat, not linear (before: 1,566 vs 2,941 MiB, 1.9x). Measured 1.07x-1.35x across runs (the
+    # tree's Ray worker processes vary by one or two, ~100-250 MiB of PSS): the 10 % is the
+    # bench's figure, not a bound a test can hold.
+    assert above[1024] < 1.5 * above[512], above
     assert above[1024] < 1536 << 20, above  # the bound: within 1.5 GiB of the idle tree
 
 
