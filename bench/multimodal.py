@@ -57,7 +57,13 @@ def child(mib: int, column: str) -> dict:
     assert result.rows_processed == mib
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"idle": peak.idle, "peak": peak.bytes, "seconds": seconds}
+    return {
+        "idle": peak.idle,
+        "peak": peak.bytes,
+        "seconds": seconds,
+        "processes": peak.processes,
+        "idle_processes": peak.idle_processes,
+    }
 
 
 def main() -> int:

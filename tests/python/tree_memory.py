@@ -48,32 +48,47 @@ def tree_pss(root: int) -> int:
     return sum(pss_bytes(pid) for pid in tree_pids(root))
 
 
+def _tree_sample(root: int) -> tuple[int, int]:
+    """(the tree's PSS, its number of processes)."""
+    pids = tree_pids(root)
+    return sum(pss_bytes(pid) for pid in pids), len(pids)
+
+
 class TreePeak:
     """``with TreePeak() as peak: ...``; then ``peak.bytes`` (the highest tree PSS seen, sampled
-    every ``interval`` seconds) and ``peak.idle`` (the tree's PSS when it started)."""
+    every ``interval`` seconds) and ``peak.idle`` (the tree's PSS when it started); ``processes`` and
+    ``idle_processes``: the tree's processes at the peak and at the start (Ray starts workers as it
+    needs them: each is ~100 MiB of PSS, so their number explains much of a peak's spread)."""
 
     def __init__(self, root: int | None = None, interval: float = 0.05) -> None:
         self.root = root or os.getpid()
         self.interval = interval
         self.bytes = 0
         self.idle = 0
+        self.processes = 0
+        self.idle_processes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.bytes = max(self.bytes, tree_pss(self.root))
+            self._take()
             time.sleep(self.interval)
 
+    def _take(self) -> None:
+        pss, processes = _tree_sample(self.root)
+        if pss > self.bytes:
+            self.bytes, self.processes = pss, processes
+
     def __enter__(self) -> TreePeak:
-        self.idle = tree_pss(self.root)
+        self.idle, self.idle_processes = _tree_sample(self.root)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.bytes = max(self.bytes, tree_pss(self.root))
+        self._take()
 
     @property
     def above_idle(self) -> int:
