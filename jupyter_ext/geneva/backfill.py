@@ -188,7 +188,8 @@ class _Rerun(Exception):
         self.task = task
 
 
-def _worker_deaths(ray: Any) -> tuple[type[BaseException], ...]:
+@functools.cache
+def _worker_deaths(ray: Any) -> tuple[type[BaseException], ...]:  # looked up at every task report
     names = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError")
     return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
 
@@ -502,12 +503,8 @@ class Job:
             self._run()
 
     def _run(self) -> None:
-        from geneva.jobs import Recorder
-
+        assert self._recorder is not None, "start() records the job before it runs"
         started = time.monotonic()
-        if self._recorder is None:
-            self._recorder = Recorder(self)
-            self._recorder.start()
         _RUNNING[self.job_id] = self
         try:
             self._result = self._drive(started)

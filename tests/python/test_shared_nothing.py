@@ -115,25 +115,43 @@ def wait_for_nodes(addr: str, count: int, timeout: float = 120) -> None:
     raise RuntimeError(f"the isolated worker node did not join within {timeout} s; last check said:\n{last}")
 
 
+class TwoNodes:
+    """A head with no CPUs and isolated worker nodes (one to begin with)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.venv = isolated_venv(tmp_path)
+        (tmp_path / "head").mkdir()
+        self.head = RayHead(tmp_path / "head", num_cpus=0)
+        self.nodes: list[IsolatedNode] = []
+        self.add_node()
+
+    def add_node(self) -> IsolatedNode:
+        """Another isolated node (the notebook's folders hidden from it), once it has joined."""
+        hidden = [self.tmp, REPO, Path.home() / ".cache"]
+        node = IsolatedNode(self.head, self.venv, hidden, self.tmp / f"node{len(self.nodes) + 1}.log")
+        self.nodes.append(node)
+        return node
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.head.stop()
+
+
 @pytest.fixture
 def two_nodes(tmp_path, s3_server):
-    """A head with no CPUs and one isolated worker node; the notebook's folders hidden from it."""
     _require_unshare()
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    venv = isolated_venv(tmp_path)
-    (tmp_path / "head").mkdir()
-    head = RayHead(tmp_path / "head", num_cpus=0)
-    hidden = [tmp_path, REPO, Path.home() / ".cache"]
-    node = IsolatedNode(head, venv, hidden, tmp_path / "node.log")
+    cluster = TwoNodes(tmp_path)
     try:
-        wait_for_nodes(head.addr, 1)
-        yield head
+        wait_for_nodes(cluster.head.addr, 1)
+        yield cluster
     finally:
-        node.stop()
-        head.stop()
+        cluster.stop()
 
 
 @geneva.udf(data_type=pa.string())
@@ -145,7 +163,7 @@ def tagged(x: int) -> str:
 
 
 def test_a_backfill_on_a_node_that_shares_no_disk(two_nodes, workspace, s3_server, tmp_path, monkeypatch):
-    head = two_nodes
+    head = two_nodes.head
     for key, value in s3_server.env.items():  # the kernel uploads the layers with its own credentials
         monkeypatch.setenv(key, value)
     options = s3_server.storage_options()
@@ -201,53 +219,37 @@ def kill_node(node: IsolatedNode) -> None:
     node.proc.wait(timeout=30)
 
 
-def test_a_job_outlives_its_worker_node(tmp_path, s3_server, monkeypatch):
+def test_a_job_outlives_its_worker_node(two_nodes, tmp_path, s3_server, monkeypatch):
     """The worker node is killed (SIGKILL to its raylet and workers) while the job runs and a fresh
     node joins: the tasks that were on the dead node run again on the new one, from their
     checkpoints; values right (pylance), counts exact, the retries reported."""
     import time
 
-    _require_unshare()
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    venv = isolated_venv(tmp_path)
-    (tmp_path / "head").mkdir()
-    head = RayHead(tmp_path / "head", num_cpus=0)
-    hidden = [tmp_path, REPO, Path.home() / ".cache"]
-    nodes = [IsolatedNode(head, venv, hidden, tmp_path / "node1.log")]
-    try:
-        wait_for_nodes(head.addr, 1)
-        for key, value in s3_server.env.items():
-            monkeypatch.setenv(key, value)
-        options = s3_server.storage_options()
-        db = geneva.connect(s3_server.uri(f"nodeloss-{tmp_path.name}"), storage_options=options)
-        tbl = db.create_table("t", pa.table({"x": list(range(400))}))
-        tbl.add_columns({"sq": slow_square})
-        secrets = {k: v for k, v in s3_server.env.items() if k.startswith("AWS_")}
-        session = ray_cluster(
-            addr=head.addr,
-            use_portforwarding=False,
-            skip_site_packages=True,  # the UDF needs only the standard library
-            upload_dir=s3_server.uri(f"layers-{tmp_path.name}"),
-            extra_env=secrets,
-        )
-        with session:
-            job = tbl.backfill_async("sq", concurrency=2)
-            deadline = time.monotonic() + 120
-            while job.progress().rows_done == 0:  # a task has ended: the job is well under way
-                assert not job.done(), job.result()
-                assert time.monotonic() < deadline, "no task ended"
-                time.sleep(0.2)
-            kill_node(nodes[0])
-            nodes.append(IsolatedNode(head, venv, hidden, tmp_path / "node2.log"))
-            result = job.result(timeout=300)
-        assert (result.rows_processed, result.rows_failed) == (400, 0)
-        assert result.task_retries >= 1
-        theirs = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "sq"]).sort_by("x")
-        assert theirs["sq"].to_pylist() == [x * x for x in range(400)]
-    finally:
-        for node in nodes:
-            node.stop()
-        head.stop()
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    options = s3_server.storage_options()
+    db = geneva.connect(s3_server.uri(f"nodeloss-{tmp_path.name}"), storage_options=options)
+    tbl = db.create_table("t", pa.table({"x": list(range(400))}))
+    tbl.add_columns({"sq": slow_square})
+    secrets = {k: v for k, v in s3_server.env.items() if k.startswith("AWS_")}
+    session = ray_cluster(
+        addr=two_nodes.head.addr,
+        use_portforwarding=False,
+        skip_site_packages=True,  # the UDF needs only the standard library
+        upload_dir=s3_server.uri(f"layers-{tmp_path.name}"),
+        extra_env=secrets,
+    )
+    with session:
+        job = tbl.backfill_async("sq", concurrency=2)
+        deadline = time.monotonic() + 120
+        while job.progress().rows_done == 0:  # a task has ended: the job is well under way
+            assert not job.done(), job.result()
+            assert time.monotonic() < deadline, "no task ended"
+            time.sleep(0.2)
+        kill_node(two_nodes.nodes[0])
+        two_nodes.add_node()
+        result = job.result(timeout=300)
+    assert (result.rows_processed, result.rows_failed) == (400, 0)
+    assert result.task_retries >= 1
+    theirs = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "sq"]).sort_by("x")
+    assert theirs["sq"].to_pylist() == [x * x for x in range(400)]
