@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from geneva.db import Table
+    from geneva.driver import DetachedJob
     from geneva.jobs import Recorder
     from geneva.udf import UDF
 
@@ -216,6 +217,43 @@ def _quote(column: str) -> str:
     return "`" + column.replace("`", "``") + "`"
 
 
+@dataclass(frozen=True)
+class _Cluster:
+    """Where a job runs, as its driver sees it: the session's kind and what its tasks need."""
+
+    kind: str = "local"  # local (embedded Ray, or no session) | client (Ray Client) | kuberay
+    describe: str = "embedded local Ray"
+    worker_env: dict[str, Any] | None = None  # the session's shipped layers (geneva._worker.apply)
+    runtime_env: dict[str, Any] | None = None
+    forward_credentials: bool = True
+    driver: str = "kernel"  # where the driver runs: "kernel", or "actor geneva-job-<id>" on the cluster
+    user: str = ""  # who started the job, and on which machine (the kernel's, wherever the driver runs)
+    host: str = ""
+
+    @property
+    def streaming(self) -> bool:
+        """Tasks report as they go (Ray generator tasks), except to a driver in the kernel of a
+        remote session: Ray Client has no generator tasks."""
+        return self.kind == "local" or self.driver != "kernel"
+
+
+def _cluster_of(session: Any) -> _Cluster:
+    import getpass
+    import socket
+
+    who = {"user": getpass.getuser(), "host": socket.gethostname()}
+    if session is None:
+        return _Cluster(**who)
+    return _Cluster(
+        kind=session.kind,
+        describe=session.describe(),
+        worker_env=session.worker_env,
+        runtime_env=session.runtime_env,
+        forward_credentials=session.forward_credentials,
+        **who,
+    )
+
+
 @dataclass
 class _Options:
     where: str | None
@@ -271,8 +309,9 @@ def start(
     memory: int | None = None,
     on_error: str = "fail",
     retry: Retry | dict[str, Any] | None = None,
-) -> Job:
-    """Validate and plan now (nothing starts on bad input), then run: here when ``wait``, else in a thread."""
+) -> Job | DetachedJob:
+    """Validate and plan now (nothing starts on bad input), then run: here when ``wait``, else in a
+    thread; on a remote session, in a detached actor on the cluster (see geneva.driver)."""
     opts = _check_options(
         where=where,
         concurrency=concurrency,
@@ -286,10 +325,56 @@ def start(
         on_error=on_error,
         retry=retry,
     )
+    from geneva.runners.ray._mgr import active_session
+
+    session = active_session()
+    job = prepare(table, column, opts, _cluster_of(session))
+    # Ray is started (or the session's checked) here, in the caller's thread: an embedded Ray
+    # started from a job's own thread is tied to it, and the process crashed once that thread
+    # had ended and the next job used Ray (seen in a kernel: one async job, then another).
+    ray = _ensure_ray()
+    if session is not None and session.kind != "local" and session.detach_jobs:
+        from geneva import driver
+
+        job._check_reachable(ray, session, job._store)
+        detached = driver.launch(session, job)
+        session.track(detached)
+        if wait:
+            try:
+                detached.wait()
+            except KeyboardInterrupt:  # as in the kernel: Ctrl-C in a blocking backfill() cancels it
+                detached.cancel("interrupted (Ctrl-C)")
+                detached.wait(60)
+                raise
+        return detached
+    # Tracked only once it can run: a session's exit waits for its jobs, never for one that did not start.
+    if session is not None:
+        session.track(job)
+    job.record()
+    if wait:
+        job._run()
+    else:
+        job._thread = threading.Thread(target=job._run_quietly, name=f"geneva-backfill-{job.job_id}", daemon=True)
+        job._thread.start()
+    return job
+
+
+def prepare(
+    table: Table,
+    column: str,
+    opts: _Options,
+    cluster: _Cluster,
+    *,
+    fn: UDF | None = None,
+    job_id: str | None = None,
+    notes: list[str] | None = None,
+) -> Job:
+    """The job, planned at the table's latest version: every check that can fail on bad input."""
     # The table's schema read once (on a store each read is a request).
     full = table._full_schema()
     schema = _visible_schema(full)
-    fn = table.udf_of(column, schema)
+    if fn is None:
+        fn = table.udf_of(column, schema)
     inputs = fn.input_columns if fn.input_columns is not None else [n for n in schema.names if n != column]
     missing = [c for c in inputs if c not in schema.names]
     if missing:
@@ -299,31 +384,14 @@ def start(
         )
     table._ensure_record(column, full)
     plan = _plan(table, column, fn, inputs, opts.where)
-    notes = _recompute_notes(table, column, fn, plan, opts.where)
+    announce = notes is None
+    if notes is None:
+        notes = _recompute_notes(table, column, fn, plan, opts.where)
     # Blob-encoded inputs a scalar UDF reads as files (the rest are read as values).
     files = [c for i, c in enumerate(inputs) if is_blob(schema.field(c)) and fn.takes_file(i)]
-    job = Job(table, column, fn, inputs, plan, opts, notes=notes, files=files)
-    from geneva.runners.ray._mgr import active_session
-
-    # Ray is started (or the session's checked) here, in the caller's thread: an embedded Ray
-    # started from a job's own thread is tied to it, and the process crashed once that thread
-    # had ended and the next job used Ray (seen in a kernel: one async job, then another).
-    _ensure_ray()
-    # Tracked only once it can run: a session's exit waits for its jobs, never for one that did not start.
-    session = active_session()
-    if session is not None:
-        session.track(job)
-    # Recorded before this returns: another kernel can find the job by its id at once.
-    from geneva.jobs import Recorder
-
-    job._recorder = Recorder(job)
-    job._recorder.start()
-    if wait:
-        job._run()
-    else:
-        job._thread = threading.Thread(target=job._run_quietly, name=f"geneva-backfill-{job.job_id}", daemon=True)
-        job._thread.start()
-    return job
+    return Job(
+        table, column, fn, inputs, plan, opts, notes=notes, files=files, cluster=cluster, job_id=job_id, announce=announce
+    )
 
 
 # Jobs running in this process, by id (``db.get_job`` gives these their own handle).
@@ -420,8 +488,11 @@ class Job:
         *,
         notes: list[str],
         files: list[str] | None = None,
+        cluster: _Cluster | None = None,
+        job_id: str | None = None,
+        announce: bool = True,
     ) -> None:
-        self.job_id = uuid.uuid4().hex[:16]
+        self.job_id = job_id or uuid.uuid4().hex[:16]
         self.table = table
         self.column = column
         self.udf = fn
@@ -430,6 +501,7 @@ class Job:
         self._files = files or []
         self._plan = plan
         self._opts = opts
+        self._cluster = cluster or _Cluster()
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled"
         self._finished = threading.Event()
@@ -448,8 +520,9 @@ class Job:
             rows_total=plan.rows,
             fragments_total=len(plan.fragments()),
         )
-        for note in notes:
-            print(f"geneva: {note}")
+        if announce:
+            for note in notes:
+                print(f"geneva: {note}")
 
     # -- public --------------------------------------------------------------
 
@@ -493,6 +566,19 @@ class Job:
         )
 
     # -- driver ----------------------------------------------------------------
+
+    def record(self) -> None:
+        """Records the job in its database (before it runs: another kernel can find it by its id at once)."""
+        from geneva.jobs import Recorder
+
+        self._recorder = Recorder(self)
+        self._recorder.start()
+
+    @property
+    def _store(self) -> dict[str, str] | None:
+        """The storage options the tasks get: the table's, unless the session has the workers use
+        their own credentials (``forward_credentials=False``)."""
+        return (self.table._storage_options or None) if self._cluster.forward_credentials else None
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
@@ -585,15 +671,9 @@ class Job:
     def _checkpoint_bytes(self) -> int:
         return self._opts.checkpoint_bytes or self.udf.checkpoint_bytes or CHECKPOINT_BYTES
 
-    @functools.cached_property
+    @property
     def _streaming(self) -> bool:
-        """Tasks report as they go (Ray generator tasks), except through Ray Client (a ``ray://``
-        address: an existing cluster or KubeRay), which has no generator tasks: there a task
-        reports its counts when it ends."""
-        from geneva.runners.ray._mgr import active_session
-
-        session = active_session()
-        return session is None or session.kind == "local"
+        return self._cluster.streaming
 
     @functools.cached_property
     def _slots(self) -> int:
@@ -614,10 +694,7 @@ class Job:
     @functools.cached_property
     def _fits(self) -> int:
         """How many tasks the cluster's CPUs (GPUs) hold at once (unbounded for KubeRay)."""
-        from geneva.runners.ray._mgr import active_session
-
-        session = active_session()
-        if session is not None and session.kind == "kuberay":
+        if self._cluster.kind == "kuberay":
             return self._opts.concurrency
         total = _ensure_ray().cluster_resources()
         options = self._ray_options()
@@ -720,14 +797,11 @@ class Job:
     def _run_tasks(self, tasks: list[dict[str, Any]], tally: _Tally, started: float) -> None:
         """Keeps `_inflight` tasks submitted; commits each fragment once all its tasks are done."""
         ray = _ensure_ray()
-        plan, opts = self._plan, self._opts
-        from geneva.runners.ray._mgr import active_session
-
-        session = active_session()
-        env = session.worker_env if session is not None else None
+        plan, opts, cluster = self._plan, self._opts, self._cluster
+        env = cluster.worker_env
         options = self._ray_options()
-        if session is not None and session.runtime_env:
-            options["runtime_env"] = session.runtime_env
+        if cluster.runtime_env:
+            options["runtime_env"] = cluster.runtime_env
         remote = _remote_task(ray, self._streaming).options(**options)
         # The UDF travels as bytes and is unpickled inside the task, after the session's
         # layers are on sys.path: its module references resolve against the shipped files.
@@ -738,11 +812,11 @@ class Job:
         udf_ref = ray.put(_pickle_udf(fn))
         # The table's storage options travel with each task as an argument (never logged, never in
         # the task dicts the display or an error may show).
-        store = self.table._storage_options or None
-        if session is not None and not session.forward_credentials:
-            store = None
-        if session is not None and session.kind != "local":
-            self._check_reachable(ray, session, store)
+        store = self._store
+        if cluster.kind != "local" and cluster.driver == "kernel":
+            from geneva.runners.ray._mgr import active_session
+
+            self._check_reachable(ray, active_session(), store)
         tasks_left = Counter(t["fragment_id"] for t in tasks)
         queue = deque(tasks)
         inflight: dict[Any, dict[str, Any]] = {}
@@ -907,6 +981,18 @@ class Job:
         ]
         try:
             prepared = ray.get(refs)
+        except (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError) as exc:
+            # Rows a task handed over died with its node before the commit: the fragments are planned
+            # again (their checkpointed rows resume; the rows held in memory are computed again).
+            note = (
+                f"rows of fragment(s) {fragment_ids} held in memory for their commit were lost with their node "
+                f"({type(exc).__name__}): planned again"
+            )
+            self.notes.append(note)
+            print(f"geneva: {note}")
+            tally.lost.extend(fragment_ids)
+            self._update(stage="running")
+            return
         except ray.exceptions.RayError as exc:
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
             raise BackfillError(f"writing fragments {fragment_ids} failed: {cause}") from None

@@ -31,6 +31,7 @@ from geneva.exceptions import BackfillCancelled, BackfillError, InvalidInputErro
 if TYPE_CHECKING:
     from geneva.backfill import BackfillResult, Job, Progress
     from geneva.db import Connection
+    from geneva.driver import DetachedJob
 
 HEARTBEAT_SECONDS = 5.0
 LOST_AFTER = 60.0  # a running record's heartbeat older than this: its driver is gone
@@ -71,6 +72,7 @@ class JobRecord:
     error: str | None
     task_retries: int = 0
     udf_retries: int = 0
+    driver: str = "kernel"  # where the driver ran: the kernel, or "actor geneva-job-<id>" on the cluster
 
     @property
     def seconds(self) -> float:
@@ -143,15 +145,23 @@ def list_jobs(db: Connection, table: str | None = None, status: str | None = Non
     return JobList(sorted(records, key=lambda r: r.started, reverse=True))
 
 
-def get_job(db: Connection, job_id: str) -> Job | JobHandle:
-    """The job's handle: this kernel's own ``Job`` while it runs here, else one over its record."""
+def get_job(db: Connection, job_id: str) -> Job | DetachedJob | JobHandle:
+    """The job's handle: this kernel's own ``Job`` while it runs here; its detached driver while it
+    runs on the cluster this kernel's session is on; else one over its record."""
     from geneva.backfill import running_job
 
     live = running_job(job_id)
     if live is not None:
         return live
     handle = JobHandle(db, job_id)
-    handle.record()  # it exists
+    record = handle.record()  # it exists
+    if record.driver.startswith("actor ") and record.status in ("queued", "running"):
+        from geneva import driver
+
+        # Its driver on the cluster this kernel's session is on: progress live, not at each heartbeat.
+        found = driver.find(db, record)
+        if found is not None:
+            return found
     return handle
 
 
@@ -266,9 +276,7 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
-        from geneva.runners.ray._mgr import active_session
-
-        session = active_session()
+        cluster = job._cluster
         self._fixed = {
             "job_id": job.job_id,
             "table": table.name,
@@ -279,9 +287,10 @@ class Recorder:
             "version_before": job._plan.version,
             "rows_skipped": job._plan.table_rows - job._plan.rows,
             "started": self._started,
-            "user": getpass.getuser(),
-            "host": socket.gethostname(),
-            "cluster": session.describe() if session is not None else "embedded local Ray",
+            "user": cluster.user or getpass.getuser(),
+            "host": cluster.host or socket.gethostname(),
+            "cluster": cluster.describe,
+            "driver": cluster.driver,
         }
 
     def start(self) -> None:

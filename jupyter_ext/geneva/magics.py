@@ -92,7 +92,7 @@ class GenevaMagics(Magics):
     # -- %%geneva_cluster -------------------------------------------------------------------
     @magic_arguments()
     @argument("action", nargs="?", help="line form: status | exit | dashboard")
-    @argument("--force", action="store_true", help="exit the active session first when the body differs")
+    @argument("--force", action="store_true", help="exit the active session first when the body differs; with exit: delete the cluster even under running backfills")
     @argument("--dry-run", action="store_true", help="show the RayCluster manifest (KubeRay) without creating it")
     @line_cell_magic
     def geneva_cluster(self, line: str, cell: str | None = None) -> Any:
@@ -145,7 +145,7 @@ class GenevaMagics(Magics):
         if action == "status":
             display(ClusterDisplay(session))
         elif action == "exit":
-            session.__exit__()
+            session.exit(force=args.force)
             display(ClusterDisplay(session, note="exited"))
         elif not session.dashboard_url:
             print(f"{session.describe()} has no dashboard URL (the embedded Ray runs without its dashboard)")

@@ -63,6 +63,7 @@ PARAMETERS = (
     "workspace_max_bytes",
     "forward_credentials",
     "secret_env",
+    "detach_jobs",
 )
 DEFAULT_CLIENT_PORT = 10001
 
@@ -251,6 +252,7 @@ class RayClusterSession:
         workspace_max_bytes: int | None = None,
         forward_credentials: bool = True,
         secret_env: dict[str, str] | None = None,
+        detach_jobs: bool = True,
     ) -> None:
         kuberay = name is not None or namespace is not None or head_group is not None or bool(worker_groups)
         if addr is not None and use_portforwarding:
@@ -284,12 +286,16 @@ class RayClusterSession:
         _check_secret_env(secret_env, extra_env, kuberay)
         if not isinstance(forward_credentials, bool):
             raise InvalidInputError(f"forward_credentials={forward_credentials!r}: expected True or False")
+        if not isinstance(detach_jobs, bool):
+            raise InvalidInputError(f"detach_jobs={detach_jobs!r}: expected True or False")
         if dry_run and not kuberay:
             raise InvalidInputError(
                 "dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)"
             )
 
         self.kind = "kuberay" if kuberay else ("client" if addr is not None else "local")
+        # A remote session's backfills run their drivers on the cluster (geneva.driver): they outlive the kernel.
+        self.detach_jobs = detach_jobs
         self.addr = addr.removeprefix("ray://") if addr else None
         if addr is not None:
             _split_addr(addr)  # a malformed address fails here, not on entering
@@ -340,6 +346,7 @@ class RayClusterSession:
         self.exit_reason: str | None = None
         self._jobs: list[Any] = []
         self._owns_ray = False
+        self._keep_for_jobs = False  # the kernel ended under running detached backfills: the cluster stays
         self._kuberay: Any = None  # geneva.runners.ray.kuberay.KubeRayCluster when kind == "kuberay"
         self._site_packages: list[Any] | None = None  # None: this interpreter's (tests point it at fixtures)
 
@@ -376,6 +383,15 @@ class RayClusterSession:
         return self
 
     def __exit__(self, exc_type: Any = None, exc: Any = None, tb: Any = None) -> bool:
+        return self._leave(exc_type)
+
+    def exit(self, force: bool = False) -> None:
+        """Same as ``__exit__()``; ``force=True`` deletes a KubeRay cluster (``ExitMode.DELETE``) even
+        under running detached backfills, cancelling them (else that exit is refused)."""
+        self._leave(None, force=force)
+
+    def _leave(self, exc_type: Any, force: bool = False, final: bool = False) -> bool:
+        """``final``: the kernel or the interpreter is ending (nothing can be refused)."""
         if self.state != "active":
             return False
         if exc_type is None:
@@ -384,15 +400,12 @@ class RayClusterSession:
             reason = "an interrupt (KeyboardInterrupt)"
         else:
             reason = f"an exception ({exc_type.__name__})"
+        self._leave_detached(failed=reason is not None, force=force, final=final)
         self._finish_jobs(reason)
         self.exit_reason = reason or "exited"
         self.state = "exited"
         self._teardown(failed=reason is not None)
         return False
-
-    def exit(self) -> None:
-        """Same as ``__exit__()``."""
-        self.__exit__()
 
     # -- what backfills use ---------------------------------------------------------------
     @property
@@ -620,6 +633,50 @@ class RayClusterSession:
         self.runtime_env = env or None
 
     # -- exiting --------------------------------------------------------------------------
+    def _deletes(self, failed: bool) -> bool:
+        """Whether exiting deletes the cluster (a KubeRay cluster under its ExitMode)."""
+        if self.kind != "kuberay" or self._keep_for_jobs:
+            return False
+        return not (self.exit_mode is ExitMode.RETAIN or (self.exit_mode is ExitMode.RETAIN_ON_FAILURE and failed))
+
+    def _leave_detached(self, failed: bool, force: bool, final: bool) -> None:
+        """Backfills whose drivers run on the cluster (geneva.driver) go on after the session, unless
+        it deletes the cluster: that is refused (``ClusterError``, the session stays active) unless
+        forced, which cancels them first; when the kernel itself ends the cluster is kept instead."""
+        running = [job for job in self._jobs if getattr(job, "detached", False) and not job.done()]
+        self._jobs = [job for job in self._jobs if not getattr(job, "detached", False)]
+        if not running:
+            return
+        names = ", ".join(f"{job.job_id} ({job.table_name}.{job.column})" for job in running)
+        follow = "follow them with %geneva jobs, db.get_job(job_id) or %backfill --attach JOB_ID"
+        if not self._deletes(failed):
+            print(f"geneva: {len(running)} backfill(s) go on on the cluster: {names}; {follow}", file=sys.stderr)
+            return
+        if force:
+            print(f"geneva: cancelling {len(running)} backfill(s) to delete the cluster: {names}", file=sys.stderr)
+            for job in running:
+                job.cancel("cancelled: its cluster was deleted (a forced exit)")
+            for job in running:
+                job.wait(60)
+            return
+        where = f"KubeRay cluster {self.namespace}/{self.name}"
+        if final:
+            self._keep_for_jobs = True
+            print(
+                f"geneva: keeping {where} (exit mode {self.exit_mode.name}): backfill(s) {names} still run on it; "
+                f"{follow}; delete it when they end: python -m geneva clusters delete {self.name} "
+                f"--namespace {self.namespace}",
+                file=sys.stderr,
+            )
+            return
+        self._jobs.extend(running)
+        raise ClusterError(
+            f"not deleting {where} (exit mode {self.exit_mode.name}): backfill(s) {names} still run on it and "
+            f"would die with it. Wait for them ({follow}; job.result() waits) and exit again; or leave them "
+            "running with session.exit_mode = ExitMode.RETAIN; or cancel them and delete the cluster with "
+            "session.exit(force=True) (%geneva_cluster exit --force)"
+        )
+
     def _finish_jobs(self, reason: str | None) -> None:
         """Waits (at most ``wait_timeout``) for running backfills on a plain exit, or cancels them on an
         exception or interrupt; a job's failure is reported, not swallowed."""
@@ -669,7 +726,7 @@ class RayClusterSession:
                 _ray.shutdown(ray)
                 self._owns_ray = False
             if self._kuberay is not None:
-                keep = self.exit_mode is ExitMode.RETAIN or (self.exit_mode is ExitMode.RETAIN_ON_FAILURE and failed)
+                keep = not self._deletes(failed)
                 try:
                     self._kuberay.close(delete=not keep)
                 except Exception as exc:
@@ -697,10 +754,10 @@ class RayClusterSession:
                 atexit.unregister(self._at_exit)
 
     def _at_exit(self) -> None:
-        self.__exit__(SystemExit, None, None)
+        self._leave(SystemExit, final=True)
 
     def _at_kernel_shutdown(self) -> None:
-        self.__exit__(SystemExit, None, None)
+        self._leave(SystemExit, final=True)
 
 
 def _check_ownership_and_workspace(adopt: Any, kuberay: bool, workspace: Any, max_files: Any, max_bytes: Any) -> None:

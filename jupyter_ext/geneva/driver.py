@@ -1,0 +1,311 @@
+"""Detached drivers: on a remote session a backfill's driver runs on the cluster, not in the kernel.
+
+On a Ray Client or KubeRay session ``backfill()`` validates and plans in the kernel (bad input
+fails there and nothing starts), has one probe task open the table on the cluster, then starts the
+job's driver as a detached, named Ray actor: ``geneva-job-<id>`` in namespace ``geneva``, with no
+CPU, in the session's runtime environment. The actor plans again at the table's latest version,
+dispatches the tasks (generator tasks: they report as they go and hand their last rows to the
+commit, which Ray Client cannot do), commits, and writes the job's record. The job goes on when the
+kernel exits, restarts or loses its connection.
+
+The kernel holds a ``DetachedJob``: the ``Job`` interface (``progress()``, ``wait()``, ``result()``,
+``cancel()``), asking the actor at most once every ``POLL_SECONDS``. Another kernel connected to
+the same cluster gets one from ``db.get_job(job_id)``. An ended job's actor answers for
+``LINGER_SECONDS`` and then exits; its record keeps the outcome (``geneva.jobs.JobHandle``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from geneva.exceptions import BackfillError, ClusterError
+
+if TYPE_CHECKING:
+    from geneva.backfill import BackfillResult, Job, Progress
+    from geneva.db import Connection
+    from geneva.jobs import JobRecord
+
+NAMESPACE = "geneva"
+PREFIX = "geneva-job-"
+LINGER_SECONDS = 120.0  # an ended job's actor answers this long (its result), then exits
+POLL_SECONDS = 1.0  # the kernel asks the actor how the job goes at most this often
+START_SECONDS = 300.0  # for the actor to start (a new runtime environment may be installed first)
+
+
+def actor_name(job_id: str) -> str:
+    return PREFIX + job_id
+
+
+class Driver:
+    """The actor: one job's driver, on the cluster."""
+
+    def __init__(self) -> None:
+        self.job: Job | None = None
+
+    def start(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Plans and starts the job (in a thread); its first progress, or the error that stopped it."""
+        try:
+            from geneva import _worker, backfill
+            from geneva.db import Table, connect
+
+            # The UDF's modules may be among the notebook's shipped files.
+            _worker.apply(spec["cluster"].worker_env)
+            fn = backfill._load_udf(spec["udf"])
+            db = connect(spec["db"], storage_options=spec["db_options"], skip_conditional_write_check=True)
+            table = Table(db, spec["table"], spec["table_options"])
+            job = backfill.prepare(
+                table, spec["column"], spec["opts"], spec["cluster"], fn=fn, job_id=spec["job_id"], notes=spec["notes"]
+            )
+            job.record()
+        except Exception as exc:
+            return {"error": _failure(exc)}
+        self.job = job
+        threading.Thread(target=self._run, name=f"geneva-driver-{job.job_id}", daemon=True).start()
+        return {"progress": job.progress()}
+
+    def _run(self) -> None:
+        assert self.job is not None
+        self.job._run_quietly()
+        time.sleep(LINGER_SECONDS)
+        import ray
+
+        ray.get_runtime_context().current_actor.__ray_terminate__.remote()
+
+    def state(self) -> tuple[Progress, bool]:
+        assert self.job is not None
+        return self.job.progress(), self.job.done()
+
+    def outcome(self) -> dict[str, Any]:
+        assert self.job is not None
+        try:
+            return {"result": self.job.result(timeout=0)}
+        except TimeoutError:
+            return {"running": True}
+        except BaseException as exc:
+            return {"error": _failure(exc)}
+
+    def cancel(self, reason: str | None) -> None:
+        assert self.job is not None
+        self.job.cancel(reason)
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """An exception as (type name, message): the kernel raises geneva's own types again; Ray
+    would wrap anything else in its own error."""
+    return type(exc).__name__, str(exc)
+
+
+def _raise(failure: tuple[str, str]) -> None:
+    from geneva import exceptions
+
+    name, message = failure
+    cls = getattr(exceptions, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, exceptions.GenevaError)):
+        cls, message = BackfillError, f"{name}: {message}"
+    raise cls(message)
+
+
+_ACTOR_CLASSES: dict[int, Any] = {}
+
+
+def _actor_class(ray: Any) -> Any:
+    key = id(ray)
+    if key not in _ACTOR_CLASSES:
+        _ACTOR_CLASSES[key] = ray.remote(Driver)
+    return _ACTOR_CLASSES[key]
+
+
+def launch(session: Any, job: Job) -> DetachedJob:
+    """Starts ``job``'s driver on the session's cluster; the kernel's handle on it."""
+    from geneva.backfill import _pickle_udf
+
+    ray = session.ray
+    name = actor_name(job.job_id)
+    table, forward = job.table, job._cluster.forward_credentials
+    spec = {
+        "job_id": job.job_id,
+        "db": table._db.uri,
+        # The notebook's storage options travel as the actor's task argument, as they do with the
+        # tasks (never logged); with forward_credentials=False the cluster uses its own.
+        "db_options": table._db._storage_options if forward else None,
+        "table": table.name,
+        "table_options": table._storage_options if forward else None,
+        "column": job.column,
+        "opts": job._opts,
+        "udf": _pickle_udf(job.udf),
+        "notes": list(job.notes),
+        "cluster": replace(job._cluster, driver=f"actor {name}"),
+    }
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "num_cpus": 0,
+        "max_concurrency": 16,  # progress and cancel answer while the job runs
+        "max_restarts": 0,  # a restarted driver would start the job again: rerunning is the user's call
+    }
+    if session.runtime_env:
+        options["runtime_env"] = session.runtime_env
+    head = _head_node(ray)
+    if head is not None:  # the head outlives worker nodes (a scale-down, a lost node): the job's driver goes there
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=True)
+    actor = _actor_class(ray).options(**options).remote()
+    try:
+        reply = ray.get(actor.start.remote(spec), timeout=START_SECONDS)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            ray.kill(actor)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ClusterError(
+            f"could not start the driver of backfill {job.job_id} on the cluster ({session.describe()}): "
+            f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}. Nothing was "
+            "dispatched; the table is unchanged. ray_cluster(detach_jobs=False) runs the driver in the kernel"
+        ) from None
+    if "error" in reply:
+        with contextlib.suppress(Exception):
+            ray.kill(actor)
+        _raise(reply["error"])
+    return DetachedJob(
+        ray, actor, job.job_id, table.name, reply["progress"], db=table._db, table=table, udf=job.udf, notes=job.notes
+    )
+
+
+def _head_node(ray: Any) -> str | None:
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return node["NodeID"]
+    return None
+
+
+def find(db: Connection, record: JobRecord) -> DetachedJob | None:
+    """The running actor of a recorded job, when this kernel's session is on the cluster it runs on."""
+    from geneva.jobs import JobHandle
+    from geneva.runners.ray._mgr import active_session
+
+    session = active_session()
+    if session is None or session.kind == "local" or session.state != "active":
+        return None
+    ray = session.ray
+    try:
+        actor = ray.get_actor(actor_name(record.job_id), namespace=NAMESPACE)
+    except ValueError:  # not on this cluster (or it has ended and gone)
+        return None
+    return DetachedJob(ray, actor, record.job_id, record.table, JobHandle(db, record.job_id).progress(), db=db)
+
+
+class DetachedJob:
+    """A backfill whose driver runs on the cluster (see the module docstring): ``Job``'s interface."""
+
+    detached = True
+
+    def __init__(
+        self,
+        ray: Any,
+        actor: Any,
+        job_id: str,
+        table_name: str,
+        progress: Progress,
+        *,
+        db: Connection,
+        table: Any = None,
+        udf: Any = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        from geneva.jobs import JobHandle
+
+        self.job_id = job_id
+        self.table_name = table_name
+        self.table = table
+        self.column = progress.column
+        self.udf = udf
+        self.notes = list(notes or [])
+        self._ray = ray
+        self._actor = actor
+        self._record = JobHandle(db, job_id)  # once the actor has gone, the record answers
+        self._progress = progress
+        self._done = False
+        self._gone = False
+        self._polled = time.monotonic()
+        self._outcome: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def actor_name(self) -> str:
+        return actor_name(self.job_id)
+
+    def _poll(self) -> None:
+        with self._lock:
+            if self._done or time.monotonic() - self._polled < POLL_SECONDS:
+                return
+            self._polled = time.monotonic()
+            if not self._gone:
+                try:
+                    self._progress, self._done = self._ray.get(self._actor.state.remote(), timeout=60)
+                    return
+                except Exception:  # the actor has gone (it lingers only so long), or its node died
+                    self._gone = True
+            self._progress, self._done = self._record.progress(), self._record.done()
+
+    @property
+    def status(self) -> str:
+        return self.progress().stage
+
+    def progress(self) -> Progress:
+        self._poll()
+        return self._progress
+
+    def done(self) -> bool:
+        self._poll()
+        return self._done
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits for the job to end, at most ``timeout`` seconds; whether it has."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            pause = max(0.01, POLL_SECONDS - (time.monotonic() - self._polled))
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                pause = min(pause, left)
+            time.sleep(pause)
+        return True
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Stops the job (its driver cancels the tasks, keeps the checkpoints, commits nothing more)."""
+        if not self._gone:
+            try:
+                self._ray.get(self._actor.cancel.remote(reason), timeout=60)
+                return
+            except Exception:
+                self._gone = True
+        self._record.cancel(reason)
+
+    def result(self, timeout: float | None = None) -> BackfillResult:
+        """Waits for the job; raises what failed it."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"backfill {self.job_id} still running after {timeout} s")
+        if self._outcome is None and not self._gone:
+            try:
+                self._outcome = self._ray.get(self._actor.outcome.remote(), timeout=60)
+            except Exception:
+                self._gone = True
+        if self._outcome is None:
+            return self._record.result(timeout=0)
+        if "error" in self._outcome:
+            _raise(self._outcome["error"])
+        return self._outcome["result"]
+
+    def __repr__(self) -> str:
+        p = self.progress()
+        return (
+            f"<geneva Job {self.job_id} {self.column}: {p.stage}, {p.rows_done + p.rows_resumed}/{p.rows_total} rows "
+            f"(driver: actor {self.actor_name} on the cluster)>"
+        )
