@@ -67,6 +67,7 @@ bench: setup ## Benchmarks (bench/) on a release build (~35 min to build the fir
 	$(VPY) bench/backfill.py
 	$(VPY) bench/object_store.py
 	$(VPY) bench/shared_nothing.py
+	$(VPY) bench/detached.py
 	$(VPY) bench/multimodal.py
 	$(VPY) bench/peers.py
 	$(VPY) bench/pack.py

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from geneva import _native
+from geneva import _native, driver
 from geneva.blobs import BlobFile, is_blob
 from geneva.db import _visible_schema, did_you_mean, version_record
 from geneva.exceptions import BackfillCancelled, BackfillError, ColumnNotFoundError, InvalidInputError, UdfError
@@ -328,14 +328,15 @@ def start(
     from geneva.runners.ray._mgr import active_session
 
     session = active_session()
-    job = prepare(table, column, opts, _cluster_of(session))
+    detach = session is not None and session.kind != "local" and session.detach_jobs
+    # A detached job takes the id of the actor started ahead for it, if there is one (geneva.driver).
+    job_id = driver.next_id(session) if detach else None
+    job = prepare(table, column, opts, _cluster_of(session), job_id=job_id)
     # Ray is started (or the session's checked) here, in the caller's thread: an embedded Ray
     # started from a job's own thread is tied to it, and the process crashed once that thread
     # had ended and the next job used Ray (seen in a kernel: one async job, then another).
     ray = _ensure_ray()
-    if session is not None and session.kind != "local" and session.detach_jobs:
-        from geneva import driver
-
+    if detach:
         job._check_reachable(ray, session, job._store)
         detached = driver.launch(session, job)
         session.track(detached)

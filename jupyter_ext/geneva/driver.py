@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 NAMESPACE = "geneva"
 PREFIX = "geneva-job-"
 LINGER_SECONDS = 120.0  # an ended job's actor answers this long (its result), then exits
-POLL_SECONDS = 1.0  # the kernel asks the actor how the job goes at most this often
+IDLE_SECONDS = 600.0  # an actor started ahead of its job that no job takes ends itself after this long
+POLL_SECONDS = 1.0  # the kernel asks the actor how the job goes at most this often (or when it ends)
 START_SECONDS = 300.0  # for the actor to start (a new runtime environment may be installed first)
 
 
@@ -45,6 +46,23 @@ class Driver:
 
     def __init__(self) -> None:
         self.job: Job | None = None
+        self._started = threading.Event()
+        # Started ahead of its job (see ``warm``): the imports a job needs are done now, and an actor
+        # no job takes (its kernel died) ends itself.
+        import geneva.backfill  # noqa: F401
+        import geneva.db  # noqa: F401
+
+        threading.Thread(target=self._idle, name="geneva-driver-idle", daemon=True).start()
+
+    def _idle(self) -> None:
+        if not self._started.wait(IDLE_SECONDS):
+            self._terminate()
+
+    @staticmethod
+    def _terminate() -> None:
+        import ray
+
+        ray.get_runtime_context().current_actor.__ray_terminate__.remote()
 
     def start(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Plans and starts the job (in a thread); its first progress, or the error that stopped it."""
@@ -62,8 +80,10 @@ class Driver:
             )
             job.record()
         except Exception as exc:
+            self._started.set()
             return {"error": _failure(exc)}
         self.job = job
+        self._started.set()
         threading.Thread(target=self._run, name=f"geneva-driver-{job.job_id}", daemon=True).start()
         return {"progress": job.progress()}
 
@@ -71,13 +91,13 @@ class Driver:
         assert self.job is not None
         self.job._run_quietly()
         time.sleep(LINGER_SECONDS)
-        import ray
+        self._terminate()
 
-        ray.get_runtime_context().current_actor.__ray_terminate__.remote()
-
-    def state(self) -> tuple[Progress, bool]:
+    def follow(self, timeout: float) -> tuple[Progress, bool]:
+        """The job's progress once it ends or ``timeout`` seconds have passed; whether it has ended."""
         assert self.job is not None
-        return self.job.progress(), self.job.done()
+        done = self.job.wait(timeout)
+        return self.job.progress(), done
 
     def outcome(self) -> dict[str, Any]:
         assert self.job is not None
@@ -119,8 +139,54 @@ def _actor_class(ray: Any) -> Any:
     return _ACTOR_CLASSES[key]
 
 
+def warm(session: Any) -> None:
+    """Starts the actor of the session's next job now, under a fresh job id (``next_id``): a new
+    worker process takes ~0.4 s to start, which the next backfill then does not wait for."""
+    if session.kind == "local" or not session.detach_jobs or session._spare_driver is not None:
+        return
+    import uuid
+
+    job_id = uuid.uuid4().hex[:16]
+    with contextlib.suppress(Exception):  # no spare: the next job starts its own actor
+        session._spare_driver = (job_id, _create(session, job_id))
+
+
+def next_id(session: Any) -> str | None:
+    """The id of the job the warm actor is waiting for, if there is one."""
+    return session._spare_driver[0] if session._spare_driver is not None else None
+
+
+def release(session: Any) -> None:
+    """Ends the session's warm actor (its session is exiting)."""
+    spare, session._spare_driver = session._spare_driver, None
+    if spare is not None:
+        with contextlib.suppress(Exception):
+            session.ray.kill(spare[1])
+
+
+def _create(session: Any, job_id: str) -> Any:
+    options: dict[str, Any] = {
+        "name": actor_name(job_id),
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "num_cpus": 0,
+        "max_concurrency": 16,  # progress and cancel answer while the job runs
+        "max_restarts": 0,  # a restarted driver would start the job again: rerunning is the user's call
+    }
+    if session.runtime_env:
+        options["runtime_env"] = session.runtime_env
+    ray = session.ray
+    head = _head_node(ray)
+    if head is not None:  # the head outlives worker nodes (a scale-down, a lost node): the job's driver goes there
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=True)
+    return _actor_class(ray).options(**options).remote()
+
+
 def launch(session: Any, job: Job) -> DetachedJob:
-    """Starts ``job``'s driver on the session's cluster; the kernel's handle on it."""
+    """Starts ``job``'s driver on the session's cluster (the warm actor when ``job`` has its id);
+    the kernel's handle on it. Warms the next one."""
     from geneva.backfill import _pickle_udf
 
     ray = session.ray
@@ -140,22 +206,11 @@ def launch(session: Any, job: Job) -> DetachedJob:
         "notes": list(job.notes),
         "cluster": replace(job._cluster, driver=f"actor {name}"),
     }
-    options: dict[str, Any] = {
-        "name": name,
-        "namespace": NAMESPACE,
-        "lifetime": "detached",
-        "num_cpus": 0,
-        "max_concurrency": 16,  # progress and cancel answer while the job runs
-        "max_restarts": 0,  # a restarted driver would start the job again: rerunning is the user's call
-    }
-    if session.runtime_env:
-        options["runtime_env"] = session.runtime_env
-    head = _head_node(ray)
-    if head is not None:  # the head outlives worker nodes (a scale-down, a lost node): the job's driver goes there
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=True)
-    actor = _actor_class(ray).options(**options).remote()
+    spare = session._spare_driver
+    if spare is not None and spare[0] == job.job_id:
+        session._spare_driver, actor = None, spare[1]
+    else:
+        actor = _create(session, job.job_id)
     try:
         reply = ray.get(actor.start.remote(spec), timeout=START_SECONDS)
     except BaseException as exc:
@@ -168,6 +223,7 @@ def launch(session: Any, job: Job) -> DetachedJob:
             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}. Nothing was "
             "dispatched; the table is unchanged. ray_cluster(detach_jobs=False) runs the driver in the kernel"
         ) from None
+    warm(session)
     if "error" in reply:
         with contextlib.suppress(Exception):
             ray.kill(actor)
@@ -230,9 +286,9 @@ class DetachedJob:
         self._actor = actor
         self._record = JobHandle(db, job_id)  # once the actor has gone, the record answers
         self._progress = progress
-        self._done = False
+        self._finished = threading.Event()
         self._gone = False
-        self._polled = time.monotonic()
+        self._thread: threading.Thread | None = None
         self._outcome: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
@@ -240,43 +296,46 @@ class DetachedJob:
     def actor_name(self) -> str:
         return actor_name(self.job_id)
 
-    def _poll(self) -> None:
-        with self._lock:
-            if self._done or time.monotonic() - self._polled < POLL_SECONDS:
-                return
-            self._polled = time.monotonic()
+    def _follow(self) -> None:
+        """One request at a time to the actor, each answered when the job ends or after
+        ``POLL_SECONDS``; once the actor has gone (or this kernel left the cluster), the record."""
+        while not self._finished.is_set():
+            progress, done = None, False
             if not self._gone:
                 try:
-                    self._progress, self._done = self._ray.get(self._actor.state.remote(), timeout=60)
-                    return
+                    progress, done = self._ray.get(self._actor.follow.remote(POLL_SECONDS), timeout=POLL_SECONDS + 60)
                 except Exception:  # the actor has gone (it lingers only so long), or its node died
                     self._gone = True
-            self._progress, self._done = self._record.progress(), self._record.done()
+            if self._gone:
+                progress, done = self._record.progress(), self._record.done()
+                if not done:
+                    time.sleep(POLL_SECONDS)
+            self._progress = progress
+            if done:
+                self._finished.set()
+
+    def _following(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._follow, name=f"geneva-follow-{self.job_id}", daemon=True)
+                self._thread.start()
 
     @property
     def status(self) -> str:
         return self.progress().stage
 
     def progress(self) -> Progress:
-        self._poll()
+        self._following()
         return self._progress
 
     def done(self) -> bool:
-        self._poll()
-        return self._done
+        self._following()
+        return self._finished.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits for the job to end, at most ``timeout`` seconds; whether it has."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
-            pause = max(0.01, POLL_SECONDS - (time.monotonic() - self._polled))
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                pause = min(pause, left)
-            time.sleep(pause)
-        return True
+        self._following()
+        return self._finished.wait(timeout)
 
     def cancel(self, reason: str | None = None) -> None:
         """Stops the job (its driver cancels the tasks, keeps the checkpoints, commits nothing more)."""

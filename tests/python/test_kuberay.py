@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import yaml
 from conftest import run_geneva
-from geneva.exceptions import ClusterError, ClusterMismatchError, InvalidInputError
+from geneva.exceptions import BackfillCancelled, ClusterError, ClusterMismatchError, InvalidInputError
 from geneva.runners import _mgr as mgr2
 from geneva.runners.ray import _mgr
 from geneva.runners.ray.raycluster import ExitMode, _HeadGroupSpec, _WorkerGroupSpec
@@ -252,3 +252,57 @@ def test_plain_text_secrets_are_refused_for_kuberay(kwargs, message):
 def test_secret_env_needs_a_kuberay_cluster():
     with pytest.raises(InvalidInputError, match="secret_env= names Kubernetes Secrets"):
         _mgr.ray_cluster(addr="127.0.0.1:10001", secret_env={"A": "s/k"})
+
+
+@geneva.udf(data_type=pa.int64(), checkpoint_size=10)
+def slow_tripled(x: int) -> int:
+    import time
+
+    time.sleep(0.02)
+    return 3 * x
+
+
+def slow_table(workspace, rows: int = 3000):
+    tbl = workspace._db.create_table("slow", pa.table({"x": list(range(rows))}))
+    tbl.add_columns({"y": slow_tripled})
+    return tbl
+
+
+def test_deleting_a_cluster_under_a_running_detached_job_is_refused_unless_forced(kube, workspace, capsys):
+    tbl = slow_table(workspace)
+    session = _mgr.ray_cluster(**docs_example(name="geneva-jobs", namespace="ml", skip_site_packages=True))
+    session.__enter__()
+    job = tbl.backfill_async("y", concurrency=1)
+    with pytest.raises(ClusterError, match=rf"not deleting KubeRay cluster ml/geneva-jobs .*{job.job_id} \(slow\.y\)") as err:
+        session.exit()
+    assert "job.result() waits" in str(err.value) and "session.exit(force=True)" in str(err.value)
+    assert session.state == "active" and ("ml", "geneva-jobs") in kube.clusters and not job.done()
+    session.exit(force=True)
+    assert "cancelling 1 backfill(s) to delete the cluster" in capsys.readouterr().err
+    assert ("delete", "geneva-jobs") in kube.calls and ("ml", "geneva-jobs") not in kube.clusters
+    assert workspace._db.get_job(job.job_id).status == "cancelled"
+
+
+def test_a_detached_job_goes_on_after_its_session_when_the_cluster_stays(kube, workspace, capsys):
+    tbl = slow_table(workspace, rows=300)
+    # RETAIN: the session exits at once, the job goes on.
+    with _mgr.ray_cluster(
+        **docs_example(name="geneva-keep-jobs", skip_site_packages=True, exit_mode=ExitMode.RETAIN)
+    ):
+        job = tbl.backfill_async("y", concurrency=1)
+    assert f"1 backfill(s) go on on the cluster: {job.job_id} (slow.y)" in capsys.readouterr().err
+    assert ("geneva", "geneva-keep-jobs") in kube.clusters
+    result = workspace._db.get_job(job.job_id).result(timeout=120)  # from its record: no session now
+    assert (result.rows_processed, result.rows_failed) == (300, 0)
+    # DELETE, but the kernel ends under a running job: nothing can be refused then, the cluster is kept.
+    tbl.add(pa.table({"x": list(range(300, 3300))}))
+    session = _mgr.ray_cluster(**docs_example(name="geneva-end", skip_site_packages=True))
+    session.__enter__()
+    job = tbl.backfill_async("y", concurrency=1)
+    session._at_kernel_shutdown()
+    assert session.state == "exited" and ("geneva", "geneva-end") in kube.clusters
+    assert "keeping KubeRay cluster geneva/geneva-end (exit mode DELETE)" in capsys.readouterr().err
+    workspace._db.get_job(job.job_id).cancel("test over")
+    with pytest.raises(BackfillCancelled):
+        workspace._db.get_job(job.job_id).result(timeout=60)
+    assert tbl.to_arrow().sort_by("x")["y"].to_pylist()[:300] == [3 * x for x in range(300)]

@@ -346,6 +346,7 @@ class RayClusterSession:
         self.exit_reason: str | None = None
         self._jobs: list[Any] = []
         self._owns_ray = False
+        self._spare_driver: tuple[str, Any] | None = None  # (job id, actor) of the next job's driver (geneva.driver)
         self._keep_for_jobs = False  # the kernel ended under running detached backfills: the cluster stays
         self._kuberay: Any = None  # geneva.runners.ray.kuberay.KubeRayCluster when kind == "kuberay"
         self._site_packages: list[Any] | None = None  # None: this interpreter's (tests point it at fixtures)
@@ -376,6 +377,9 @@ class RayClusterSession:
             self._teardown(failed=True)
             raise
         self.state = "active"
+        from geneva import driver
+
+        driver.warm(self)  # the first backfill's driver starts now, in the background
         atexit.register(self._at_exit)
         from geneva._kernel import on_kernel_shutdown
 
@@ -718,6 +722,9 @@ class RayClusterSession:
         """Shut Ray down, stop port-forwards, delete per ExitMode; leave the registry. Never raises
         (on a failed enter the original error is the one the user sees): what fails is printed."""
         try:
+            from geneva import driver
+
+            driver.release(self)
             if self._owns_ray:
                 import ray
 
