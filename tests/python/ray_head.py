@@ -130,3 +130,14 @@ class RayHead:
         # address; a lingering one holds port 23000+ and the next head's would die on start.
         subprocess.run(["pkill", "-9", "-f", str(self.temp_dir)], check=False)
         subprocess.run(["pkill", "-9", "-f", "--", f"--address=[0-9.]+:{self.gcs_port}"], check=False)
+
+
+if __name__ == "__main__":
+    # For the Rust kernel tests: a head for as long as this process's stdin stays open.
+    #   python tests/python/ray_head.py FOLDER  -> prints the Ray Client address, then waits
+    head = RayHead(Path(sys.argv[1]))
+    try:
+        print(head.addr, flush=True)
+        sys.stdin.read()
+    finally:
+        head.stop()
