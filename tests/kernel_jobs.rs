@@ -60,7 +60,7 @@ def slow(x: int) -> int:
     time.sleep(0.02)
     return 3 * x
 
-db = geneva.connect("lake")
+db = geneva.connect(LAKE)
 tbl = db.create_table("t", pa.table({"x": pa.array(range(800), pa.int64())}))
 tbl.add_columns({"y": slow})
 job = tbl.backfill_async("y", concurrency=1)
@@ -71,11 +71,13 @@ print("job", job.job_id, flush=True)
 async fn a_detached_job_survives_its_kernel_and_a_new_kernel_reattaches() {
     let head = Head::start();
     let mut first = Kernel::launch().await.expect("launch kernel");
-    let lake = first.cwd().join("lake");
-    let zips = first.cwd().join("zips");
+    // Not under the first kernel's folder: the harness removes that folder with the kernel.
+    let work = tempfile::tempdir().expect("tempdir");
+    let lake = work.path().join("lake");
+    let zips = work.path().join("zips");
     first.execute("%load_ext geneva").await.expect("execute").assert_ok();
     first.execute(&cluster_cell(&head.addr, &zips)).await.expect("execute").assert_ok();
-    let started = first.execute(START).await.expect("execute");
+    let started = first.execute(&START.replace("LAKE", &format!("{:?}", lake.display().to_string()))).await.expect("execute");
     started.assert_ok();
     let out = started.stream(Stdio::Stdout);
     let job_id = out.lines().find_map(|l| l.strip_prefix("job ")).expect("a job id").trim().to_string();
