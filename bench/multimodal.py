@@ -63,6 +63,7 @@ def child(mib: int, column: str) -> dict:
         "seconds": seconds,
         "processes": peak.processes,
         "idle_processes": peak.idle_processes,
+        "at_peak": [(name, pss >> 20) for name, pss in peak.breakdown()],
     }
 
 

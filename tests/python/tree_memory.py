@@ -48,10 +48,17 @@ def tree_pss(root: int) -> int:
     return sum(pss_bytes(pid) for pid in tree_pids(root))
 
 
-def _tree_sample(root: int) -> tuple[int, int]:
-    """(the tree's PSS, its number of processes)."""
-    pids = tree_pids(root)
-    return sum(pss_bytes(pid) for pid in pids), len(pids)
+def _tree_sample(root: int) -> tuple[int, int, dict[int, int]]:
+    """(the tree's PSS, its number of processes, the PSS of each)."""
+    each = {pid: pss_bytes(pid) for pid in tree_pids(root)}
+    return sum(each.values()), len(each), each
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()[-40:] or str(pid)
+    except OSError:
+        return str(pid)
 
 
 class TreePeak:
@@ -67,6 +74,7 @@ class TreePeak:
         self.idle = 0
         self.processes = 0
         self.idle_processes = 0
+        self._at_peak: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -76,12 +84,18 @@ class TreePeak:
             time.sleep(self.interval)
 
     def _take(self) -> None:
-        pss, processes = _tree_sample(self.root)
+        pss, processes, each = _tree_sample(self.root)
         if pss > self.bytes:
+            # Named now: a process may be gone by the end (read only at a new peak).
             self.bytes, self.processes = pss, processes
+            self._at_peak = {f"{_name(pid)} ({pid})": size for pid, size in each.items()}
+
+    def breakdown(self) -> list[tuple[str, int]]:
+        """The processes at the peak, largest first: (command, PSS)."""
+        return sorted(self._at_peak.items(), key=lambda x: -x[1])
 
     def __enter__(self) -> TreePeak:
-        self.idle, self.idle_processes = _tree_sample(self.root)
+        self.idle, self.idle_processes, _ = _tree_sample(self.root)
         self._thread.start()
         return self
 
