@@ -144,7 +144,9 @@ def main() -> int:
         db = geneva.connect(s3.uri(f"bench-{uuid.uuid4().hex[:8]}"), storage_options=s3.storage_options())
         big = make_rows(args.rows)
         small = big.slice(0, 1000)
-        with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True, upload_dir=upload) as session:
+        with ray_cluster(
+            addr=head.addr, use_portforwarding=False, skip_site_packages=True, upload_dir=upload
+        ) as session:
             timed_jobs(session, db, small, 1, ["xy_product"])  # warm: the task, the actor's worker, the env
             fixed = timed_jobs(session, db, small, args.reps, ["xy_product"])["xy_product"]
             large = timed_jobs(session, db, big, 3, ["xy_product", "filename_len"])

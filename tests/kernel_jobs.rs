@@ -7,7 +7,7 @@
 mod kernel;
 
 use jupyter_protocol::Stdio;
-use kernel::{test_python, Kernel};
+use kernel::{Kernel, test_python};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio as ProcessStdio};
 use std::time::{Duration, Instant};
@@ -77,7 +77,8 @@ async fn a_detached_job_survives_its_kernel_and_a_new_kernel_reattaches() {
     let zips = work.path().join("zips");
     first.execute("%load_ext geneva").await.expect("execute").assert_ok();
     first.execute(&cluster_cell(&head.addr, &zips)).await.expect("execute").assert_ok();
-    let started = first.execute(&START.replace("LAKE", &format!("{:?}", lake.display().to_string()))).await.expect("execute");
+    let started =
+        first.execute(&START.replace("LAKE", &format!("{:?}", lake.display().to_string()))).await.expect("execute");
     started.assert_ok();
     let out = started.stream(Stdio::Stdout);
     let job_id = out.lines().find_map(|l| l.strip_prefix("job ")).expect("a job id").trim().to_string();

@@ -49,7 +49,7 @@ class Driver:
         self._started = threading.Event()
         # Started ahead of its job (see ``warm``): the imports a job needs are done now, and an actor
         # no job takes (its kernel died) ends itself.
-        import geneva.backfill  # noqa: F401
+        import geneva.backfill
         import geneva.db  # noqa: F401
 
         threading.Thread(target=self._idle, name="geneva-driver-idle", daemon=True).start()
@@ -67,12 +67,12 @@ class Driver:
     def start(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Plans and starts the job (in a thread); its first progress, or the error that stopped it."""
         try:
-            from geneva import _worker, backfill
+            from geneva import _worker, backfill, tasks
             from geneva.db import Table, connect
 
             # The UDF's modules may be among the notebook's shipped files.
             _worker.apply(spec["cluster"].worker_env)
-            fn = backfill._load_udf(spec["udf"])
+            fn = tasks.load_udf(spec["udf"])
             db = connect(spec["db"], storage_options=spec["db_options"], skip_conditional_write_check=True)
             table = Table(db, spec["table"], spec["table_options"])
             job = backfill.prepare(
@@ -187,7 +187,7 @@ def _create(session: Any, job_id: str) -> Any:
 def launch(session: Any, job: Job) -> DetachedJob:
     """Starts ``job``'s driver on the session's cluster (the warm actor when ``job`` has its id);
     the kernel's handle on it. Warms the next one."""
-    from geneva.backfill import _pickle_udf
+    from geneva.tasks import pickle_udf
 
     ray = session.ray
     name = actor_name(job.job_id)
@@ -202,7 +202,7 @@ def launch(session: Any, job: Job) -> DetachedJob:
         "table_options": table._storage_options if forward else None,
         "column": job.column,
         "opts": job._opts,
-        "udf": _pickle_udf(job.udf),
+        "udf": pickle_udf(job.udf),
         "notes": list(job.notes),
         "cluster": replace(job._cluster, driver=f"actor {name}"),
     }

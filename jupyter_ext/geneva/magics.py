@@ -92,7 +92,11 @@ class GenevaMagics(Magics):
     # -- %%geneva_cluster -------------------------------------------------------------------
     @magic_arguments()
     @argument("action", nargs="?", help="line form: status | exit | dashboard")
-    @argument("--force", action="store_true", help="exit the active session first when the body differs; with exit: delete the cluster even under running backfills")
+    @argument(
+        "--force",
+        action="store_true",
+        help="exit the active session first when the body differs; with exit: delete the cluster under running jobs",
+    )
     @argument("--dry-run", action="store_true", help="show the RayCluster manifest (KubeRay) without creating it")
     @line_cell_magic
     def geneva_cluster(self, line: str, cell: str | None = None) -> Any:

@@ -273,7 +273,9 @@ def test_deleting_a_cluster_under_a_running_detached_job_is_refused_unless_force
     session = _mgr.ray_cluster(**docs_example(name="geneva-jobs", namespace="ml", skip_site_packages=True))
     session.__enter__()
     job = tbl.backfill_async("y", concurrency=1)
-    with pytest.raises(ClusterError, match=rf"not deleting KubeRay cluster ml/geneva-jobs .*{job.job_id} \(slow\.y\)") as err:
+    with pytest.raises(
+        ClusterError, match=rf"not deleting KubeRay cluster ml/geneva-jobs .*{job.job_id} \(slow\.y\)"
+    ) as err:
         session.exit()
     assert "job.result() waits" in str(err.value) and "session.exit(force=True)" in str(err.value)
     assert session.state == "active" and ("ml", "geneva-jobs") in kube.clusters and not job.done()
@@ -286,9 +288,7 @@ def test_deleting_a_cluster_under_a_running_detached_job_is_refused_unless_force
 def test_a_detached_job_goes_on_after_its_session_when_the_cluster_stays(kube, workspace, capsys):
     tbl = slow_table(workspace, rows=300)
     # RETAIN: the session exits at once, the job goes on.
-    with _mgr.ray_cluster(
-        **docs_example(name="geneva-keep-jobs", skip_site_packages=True, exit_mode=ExitMode.RETAIN)
-    ):
+    with _mgr.ray_cluster(**docs_example(name="geneva-keep-jobs", skip_site_packages=True, exit_mode=ExitMode.RETAIN)):
         job = tbl.backfill_async("y", concurrency=1)
     assert f"1 backfill(s) go on on the cluster: {job.job_id} (slow.y)" in capsys.readouterr().err
     assert ("geneva", "geneva-keep-jobs") in kube.clusters

@@ -228,7 +228,7 @@ def check_versions(here: dict[str, str], there: dict[str, str], where: str) -> N
 class RayClusterSession:
     """One cluster, entered once. See the module docstring."""
 
-    def __init__(  # noqa: PLR0915 - every parameter is checked here, before anything starts
+    def __init__(  # noqa: PLR0912, PLR0915 - every parameter is checked here, before anything starts
         self,
         addr: str | None = None,
         name: str | None = None,
