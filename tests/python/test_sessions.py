@@ -152,6 +152,8 @@ def test_bad_arguments():
         ray_cluster(exit_mode="sometimes")
     with pytest.raises(InvalidInputError, match=r"pip="):
         ray_cluster(pip="humanize")
+    with pytest.raises(InvalidInputError, match=r"detach_jobs='no': expected True or False"):
+        ray_cluster(addr="h:10001", detach_jobs="no")
 
 
 def test_a_head_that_wants_another_token_says_so_at_once(tmp_path):
