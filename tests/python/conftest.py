@@ -124,3 +124,20 @@ def azurite_server(tmp_path_factory):
     server = AzuriteServer(tmp_path_factory.mktemp("azurite"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def two_nodes(tmp_path, s3_server):
+    """A Ray head with no CPUs and one node in its own mount namespace (test_shared_nothing.py)."""
+    import ray
+    from test_shared_nothing import TwoNodes, _require_unshare, wait_for_nodes
+
+    _require_unshare()
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = TwoNodes(tmp_path)
+    try:
+        wait_for_nodes(cluster.head.addr, 1)
+        yield cluster
+    finally:
+        cluster.stop()

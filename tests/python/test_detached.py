@@ -1,7 +1,9 @@
 """Detached drivers: on a remote session (Ray Client here, against a real head from a second
 virtualenv) a backfill's driver runs on the cluster as a named, detached actor, so the job goes on
 when the kernel that started it dies; another kernel finds it (list_jobs), reattaches (get_job:
-live progress from the actor) and sees it finish. Tables on S3 (moto)."""
+live progress from the actor) and sees it finish. Tables on S3 (moto). The killed-kernel test runs
+on the two-node cluster of test_shared_nothing.py: the driver on a head with no CPUs, the tasks on
+a node that shares no disk with the kernels."""
 
 from __future__ import annotations
 
@@ -92,7 +94,9 @@ def slow_double(x: int) -> int:
 db = geneva.connect(sys.argv[1], storage_options={OPTIONS})
 tbl = db.create_table("t", pa.table({"x": list(range(ROWS))}))
 tbl.add_columns({"y": slow_double})
-session = ray_cluster(addr=sys.argv[2], use_portforwarding=False, skip_site_packages=True, upload_dir=sys.argv[3])
+session = ray_cluster(
+    addr=sys.argv[2], use_portforwarding=False, skip_site_packages=True, upload_dir=sys.argv[3], extra_env=SECRETS
+)
 session.__enter__()
 job = tbl.backfill_async("y", concurrency=1)
 print(job.job_id, flush=True)
@@ -100,18 +104,27 @@ time.sleep(600)
 """
 
 
-def test_a_detached_job_outlives_a_killed_kernel_and_is_reattached(head, workspace, s3_server, tmp_path):
+def test_a_detached_job_outlives_a_killed_kernel_and_is_reattached(two_nodes, s3_server, tmp_path, monkeypatch):
     """A "kernel" (a Python process) enters the session, starts a backfill and is SIGKILLed; this
     process finds the job running in list_jobs, reattaches to its driver and sees it finish."""
     rows = 600
+    head = two_nodes.head
     uri = s3_server.uri(f"detached-kill-{tmp_path.name}")
+    layers = s3_server.uri(f"layers-{tmp_path.name}")
+    secrets = {k: v for k, v in s3_server.env.items() if k.startswith("AWS_")}  # the layers' bucket
+    for key, value in s3_server.env.items():  # the kernels upload the layers with these
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # a small workspace layer
     script = tmp_path / "kernel.py"
     script.write_text(
-        textwrap.dedent(KERNEL).replace("{OPTIONS}", repr(s3_server.storage_options())).replace("ROWS", str(rows))
+        textwrap.dedent(KERNEL)
+        .replace("{OPTIONS}", repr(s3_server.storage_options()))
+        .replace("SECRETS", repr(secrets))
+        .replace("ROWS", str(rows))
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     proc = subprocess.Popen(
-        [sys.executable, str(script), uri, head.addr, str(tmp_path / "zips")],
+        [sys.executable, str(script), uri, head.addr, layers],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -132,7 +145,9 @@ def test_a_detached_job_outlives_a_killed_kernel_and_is_reattached(head, workspa
         proc.wait()
     killed_at = handle.progress().rows_done
     assert killed_at < rows
-    with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True):
+    with ray_cluster(
+        addr=head.addr, use_portforwarding=False, skip_site_packages=True, upload_dir=layers, extra_env=secrets
+    ):
         started = time.monotonic()
         assert [r.job_id for r in db.list_jobs(status="running")] == [job_id]
         job = db.get_job(job_id)

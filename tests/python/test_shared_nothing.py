@@ -139,21 +139,6 @@ class TwoNodes:
         self.head.stop()
 
 
-@pytest.fixture
-def two_nodes(tmp_path, s3_server):
-    _require_unshare()
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = TwoNodes(tmp_path)
-    try:
-        wait_for_nodes(cluster.head.addr, 1)
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @geneva.udf(data_type=pa.string())
 def tagged(x: int) -> str:
     import localmod  # only in the notebook's working folder: it must come from the shipped layer
