@@ -75,6 +75,9 @@ class TreePeak:
         self.processes = 0
         self.idle_processes = 0
         self._at_peak: dict[str, int] = {}
+        # Each process's own peak: their sum bounds the tree's peak whenever the processes' peaks
+        # happen to coincide (a longer job gives its workers more chances to peak together).
+        self.each_peak: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -85,6 +88,9 @@ class TreePeak:
 
     def _take(self) -> None:
         pss, processes, each = _tree_sample(self.root)
+        for pid, size in each.items():
+            if size > self.each_peak.get(pid, 0):
+                self.each_peak[pid] = size
         if pss > self.bytes:
             # Named now: a process may be gone by the end (read only at a new peak).
             self.bytes, self.processes = pss, processes
@@ -103,6 +109,10 @@ class TreePeak:
         self._stop.set()
         self._thread.join()
         self._take()
+
+    @property
+    def peaks_summed(self) -> int:
+        return sum(self.each_peak.values())
 
     @property
     def above_idle(self) -> int:
