@@ -176,7 +176,11 @@ def _create(session: Any, job_id: str) -> Any:
     if session.runtime_env:
         options["runtime_env"] = session.runtime_env
     ray = session.ray
-    head = _head_node(ray)
+    # Looked up once a session (ray.nodes() lists every node); the affinity is soft, so a head
+    # replaced since then only means the actor goes where Ray puts it.
+    if session._driver_node is None:
+        session._driver_node = _head_node(ray)
+    head = session._driver_node
     if head is not None:  # the head outlives worker nodes (a scale-down, a lost node): the job's driver goes there
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

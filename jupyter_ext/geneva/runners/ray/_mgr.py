@@ -347,6 +347,7 @@ class RayClusterSession:
         self._jobs: list[Any] = []
         self._owns_ray = False
         self._spare_driver: tuple[str, Any] | None = None  # (job id, actor) of the next job's driver (geneva.driver)
+        self._driver_node: str | None = None  # the head node's id: where detached drivers go
         self._keep_for_jobs = False  # the kernel ended under running detached backfills: the cluster stays
         self._kuberay: Any = None  # geneva.runners.ray.kuberay.KubeRayCluster when kind == "kuberay"
         self._site_packages: list[Any] | None = None  # None: this interpreter's (tests point it at fixtures)
