@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from geneva import _native
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 HEARTBEAT_SECONDS = 5.0
 LOST_AFTER = 60.0  # a running record's heartbeat older than this: its driver is gone
+LIST_CONCURRENCY = 16  # records read at once by list_jobs
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "lost")
 _FINAL = ("done", "failed", "cancelled", "lost")
 
@@ -133,10 +135,12 @@ def list_jobs(db: Connection, table: str | None = None, status: str | None = Non
     folder, options = _folder(db.uri), db._storage_options
     now = time.time()
     records = []
-    for name in _native.store_list(folder, options):
-        if not name.endswith(".json"):
-            continue
-        raw = _native.store_get(f"{folder}/{name}", options)
+    names = [name for name in _native.store_list(folder, options) if name.endswith(".json")]
+    # One GET per record, LIST_CONCURRENCY at once (the store calls release the GIL): on a bucket
+    # a request is tens of milliseconds, and a database collects a record per job.
+    with ThreadPoolExecutor(max_workers=LIST_CONCURRENCY) as pool:
+        raws = list(pool.map(lambda name: _native.store_get(f"{folder}/{name}", options), names))
+    for raw in raws:
         if raw is None:
             continue
         record = _parse(raw, now)
