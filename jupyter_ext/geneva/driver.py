@@ -181,11 +181,26 @@ def _create(session: Any, job_id: str) -> Any:
     if session._driver_node is None:
         session._driver_node = _head_node(ray)
     head = session._driver_node
-    if head is not None:  # the head outlives worker nodes (a scale-down, a lost node): the job's driver goes there
+    if head is not None:
+        # The head outlives worker nodes (a scale-down, a lost node): the job's driver must go there.
+        # Not a soft preference: with one, the head's raylet once passed the actor on to the worker
+        # node (seen in the node-loss test: the driver died with the node).
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=True)
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=False)
     return _actor_class(ray).options(**options).remote()
+
+
+def _recreate(session: Any, job_id: str, wait: float = 10.0) -> Any:
+    """A new actor under the name of one just killed (its name is free once Ray has seen it die)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _create(session, job_id)
+        except ValueError:  # the name is still taken
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def launch(session: Any, job: Job) -> DetachedJob:
@@ -216,7 +231,16 @@ def launch(session: Any, job: Job) -> DetachedJob:
     else:
         actor = _create(session, job.job_id)
     try:
-        reply = ray.get(actor.start.remote(spec), timeout=START_SECONDS)
+        try:
+            reply = ray.get(actor.start.remote(spec), timeout=START_SECONDS)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError):
+            # The actor never started: made ahead on a head node since replaced (KubeRay restarts
+            # head pods). Once more, on the head as it is now.
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+            session._driver_node = None
+            actor = _recreate(session, job.job_id)
+            reply = ray.get(actor.start.remote(spec), timeout=START_SECONDS)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             ray.kill(actor)
@@ -224,7 +248,7 @@ def launch(session: Any, job: Job) -> DetachedJob:
             raise
         raise ClusterError(
             f"could not start the driver of backfill {job.job_id} on the cluster ({session.describe()}): "
-            f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}. Nothing was "
+            f"{str(exc).strip().splitlines()[-1].rstrip('.') if str(exc).strip() else type(exc).__name__}. Nothing was "
             "dispatched; the table is unchanged. ray_cluster(detach_jobs=False) runs the driver in the kernel"
         ) from None
     warm(session)

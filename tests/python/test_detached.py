@@ -80,6 +80,23 @@ def test_a_detached_job_is_cancelled_from_the_kernel(head, workspace, s3_server,
     assert db.get_job(job.job_id).status == "cancelled"
 
 
+def test_a_driver_made_ahead_that_died_is_made_again(head, workspace, s3_server, tmp_path):
+    """The actor started ahead for the next job dies before it (its node was replaced, as when
+    KubeRay restarts a head pod): the job's driver is made again, under the job's id."""
+    db = s3_db(s3_server, f"detached-spare-{tmp_path.name}")
+    tbl = db.create_table("t", pa.table({"x": list(range(50))}))
+    tbl.add_columns({"y": slow_double})
+    with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True) as session:
+        import ray
+
+        job_id, spare = session._spare_driver
+        ray.kill(spare)
+        job = tbl.backfill_async("y")
+        assert job.job_id == job_id
+        assert job.result(timeout=120).rows_processed == 50
+    assert db.get_job(job_id).status == "done"
+
+
 KERNEL = """
 import sys, time
 import geneva, pyarrow as pa
