@@ -101,7 +101,18 @@ def _parse(raw: bytes, now: float) -> JobRecord:
 class JobList(list):
     """Job records, newest first, with a table for notebooks."""
 
-    COLUMNS = ("job_id", "table", "column", "status", "rows_processed", "rows_total", "started", "seconds", "user")
+    COLUMNS = (
+        "job_id",
+        "table",
+        "column",
+        "status",
+        "rows_processed",
+        "rows_total",
+        "started",
+        "seconds",
+        "user",
+        "driver",
+    )
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)

@@ -46,6 +46,7 @@ def test_jobs_are_recorded_with_their_counts_and_listed(tmp_path) -> None:
     assert (ok.rows_processed, ok.rows_skipped, ok.rows_total) == (300, 200, 300)
     assert (ok.version_before, ok.version_after) == (result.version - 1, result.version)
     assert ok.user and ok.cluster == "embedded local Ray" and ok.finished >= ok.started
+    assert ok.driver == "kernel" and "<th>driver</th>" in records._repr_html_()
     assert failed.status == "failed" and "bad row" in failed.error
     assert [r.job_id for r in db.list_jobs(status="done")] == [done.job_id]
     assert db.list_jobs(table="other") == []
