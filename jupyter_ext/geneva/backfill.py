@@ -28,7 +28,14 @@ from geneva import _native, driver
 from geneva import tasks as worker
 from geneva.blobs import is_blob
 from geneva.db import _visible_schema, did_you_mean, version_record
-from geneva.exceptions import BackfillCancelled, BackfillError, ColumnNotFoundError, InvalidInputError, UdfError
+from geneva.exceptions import (
+    BackfillCancelled,
+    BackfillError,
+    ColumnNotFoundError,
+    InvalidInputError,
+    UdfError,
+    last_line,
+)
 from geneva.retry import Retry, retry_policy
 
 if TYPE_CHECKING:
@@ -324,7 +331,7 @@ def start(
     from geneva.runners.ray._mgr import active_session
 
     session = active_session()
-    detach = session is not None and session.kind != "local" and session.detach_jobs
+    detach = session is not None and session.detaches
     # A detached job takes the id of the actor started ahead for it, if there is one (geneva.driver).
     job_id = driver.next_id(session) if detach else None
     job = prepare(table, column, opts, _cluster_of(session), job_id=job_id)
@@ -947,7 +954,7 @@ class Job:
             )
             raise BackfillError(
                 f"the cluster ({session.describe()}) cannot open table {uri} at version {self._plan.version}: "
-                f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__}\n"
+                f"{last_line(cause)}\n"
                 f"Fix: {fix}. Nothing was dispatched; the table is unchanged."
             ) from None
         session.reachable.add(uri)

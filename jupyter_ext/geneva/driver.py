@@ -17,12 +17,13 @@ the same cluster gets one from ``db.get_job(job_id)``. An ended job's actor answ
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from geneva.exceptions import BackfillError, ClusterError
+from geneva.exceptions import BackfillError, ClusterError, last_line
 
 if TYPE_CHECKING:
     from geneva.backfill import BackfillResult, Job, Progress
@@ -129,20 +130,15 @@ def _raise(failure: tuple[str, str]) -> None:
     raise cls(message)
 
 
-_ACTOR_CLASSES: dict[int, Any] = {}
-
-
+@functools.cache
 def _actor_class(ray: Any) -> Any:
-    key = id(ray)
-    if key not in _ACTOR_CLASSES:
-        _ACTOR_CLASSES[key] = ray.remote(Driver)
-    return _ACTOR_CLASSES[key]
+    return ray.remote(Driver)
 
 
 def warm(session: Any) -> None:
     """Starts the actor of the session's next job now, under a fresh job id (``next_id``): a new
     worker process takes ~0.4 s to start, which the next backfill then does not wait for."""
-    if session.kind == "local" or not session.detach_jobs or session._spare_driver is not None:
+    if not session.detaches or session._spare_driver is not None:
         return
     import uuid
 
@@ -248,7 +244,7 @@ def launch(session: Any, job: Job) -> DetachedJob:
             raise
         raise ClusterError(
             f"could not start the driver of backfill {job.job_id} on the cluster ({session.describe()}): "
-            f"{str(exc).strip().splitlines()[-1].rstrip('.') if str(exc).strip() else type(exc).__name__}. Nothing was "
+            f"{last_line(exc).rstrip('.')}. Nothing was "
             "dispatched; the table is unchanged. ray_cluster(detach_jobs=False) runs the driver in the kernel"
         ) from None
     warm(session)

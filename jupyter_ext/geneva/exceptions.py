@@ -64,3 +64,9 @@ class ClusterMismatchError(ClusterError):
 
 class SessionActiveError(ClusterError):
     """A cluster session is active already: exit it first (or use %%geneva_cluster --force)."""
+
+
+def last_line(exc: BaseException) -> str:
+    """An exception's last line of text (Ray wraps a remote error's traceback around it), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__

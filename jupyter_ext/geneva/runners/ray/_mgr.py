@@ -421,6 +421,11 @@ class RayClusterSession:
             raise ClusterError(f"the cluster session ({self.describe()}) is {self.state}; enter a new one")
         return ray
 
+    @property
+    def detaches(self) -> bool:
+        """Whether this session's backfills run their drivers on the cluster (geneva.driver)."""
+        return self.kind != "local" and self.detach_jobs
+
     def track(self, job: Any) -> None:
         self._jobs.append(job)
 
