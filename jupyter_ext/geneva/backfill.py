@@ -52,6 +52,7 @@ BATCH_BYTES = 64 << 20  # a batch reads about this much input (as stored), at le
 TASK_BATCHES_BY_BYTES = 2  # batches per task when their bytes, not their rows, bound them
 WAIT_SECONDS = 0.5  # the driver notices a cancel within this long
 ON_ERROR = ("fail", "skip")
+COMMIT_SECONDS = 2.0  # finished fragments are committed together, at most this long after the first
 REPLANS = 3  # times a job plans again the rows of fragments rewritten under it, before it gives up
 TASK_RETRIES = 3  # times a task is run again after its worker process (or node) died, before the job fails
 
@@ -136,6 +137,11 @@ class _Tally:
     udf_retries: int = 0
     # Per fragment, the Ray objects holding rows tasks handed over instead of checkpointing them.
     held: dict[int, list[Any]] = field(default_factory=dict)
+    # Per fragment whose one task wrote its column file: the file (prepared, not yet committed), and
+    # whether that task wrote checkpoints on the way (to delete once it is committed).
+    prepared: dict[int, bytes] = field(default_factory=dict)
+    own: set[int] = field(default_factory=set)
+    checkpointed: set[int] = field(default_factory=set)
 
     def add(self, outcome: dict[str, Any], sign: int = 1) -> None:
         self.processed += sign * outcome["processed"]
@@ -527,6 +533,9 @@ class Job:
         self._recorder: Recorder | None = None  # the job's record in the database (see jobs.py)
         self._attempts: dict[int, _Attempt] = {}  # by id() of the running tasks' dicts
         self._reruns: list[dict[str, Any]] = []  # tasks to run again (their workers died)
+        self._write_version = plan.version  # the version new column files are written and committed at
+        self._ready: list[tuple[int, bytes]] = []  # fragments' column files written, not yet committed
+        self._ready_since = 0.0
         self._progress = Progress(
             job_id=self.job_id,
             column=column,
@@ -741,6 +750,10 @@ class Job:
         for _ in range(REPLANS + 1):
             batch_size, task_size, interval = self._sizes()
             tasks = plan.tasks(batch_size, task_size)
+            if tasks:
+                # Fragments whose values predate version records get an all-NULL one first (a commit,
+                # rarely needed): the files are written, and committed, at the version that made.
+                self._write_version = plan.prepare_records(self.column, [f[0] for f in plan.fragments()], self._stamp)
             self._hand_over(tasks)
             for task in tasks:
                 task["checkpoint_seconds"] = interval
@@ -778,18 +791,28 @@ class Job:
             udf_retries=tally.udf_retries,
         )
 
+    @functools.cached_property
+    def _stamp(self) -> tuple[str, int]:
+        """The version record's column and the id this job's values are recorded with."""
+        return version_record(self.column), self.udf.version_id
+
     def _hand_over(self, tasks: list[dict[str, Any]]) -> None:
-        """Marks the tasks that hand their last rows to the fragment's commit in memory instead of
-        checkpointing them (see ``worker.run_task``): each fragment's last ``_inflight`` tasks, which run
-        in its last wave, so a crash loses at most ``checkpoint_seconds`` of work of each of as
-        many tasks as the job keeps submitted. Through Ray Client (no generator tasks) every task
-        checkpoints."""
+        """Marks the tasks that write their fragment's column file themselves: the one task of a
+        fragment with nothing checkpointed yet (see ``worker.run_task``); and the tasks that hand
+        their last rows to the fragment's commit in memory instead of checkpointing them: each
+        other fragment's last ``_inflight`` tasks, which run in its last wave. Either way a crash
+        loses at most ``checkpoint_seconds`` of work of each of as many tasks as the job keeps
+        submitted. Through Ray Client (no generator tasks) every task checkpoints."""
         per_fragment = Counter(t["fragment_id"] for t in tasks)
         seen: Counter = Counter()
         for task in tasks:
             fid = task["fragment_id"]
             seen[fid] += 1
             task["hand_over"] = self._streaming and per_fragment[fid] - seen[fid] < self._inflight
+            task["write"] = None
+            if task["hand_over"] and per_fragment[fid] == 1 and not any(done for _, _, done in task["batches"]):
+                column, stamp = self._stamp
+                task["write"] = {"version": self._write_version, "column": self.column, "stamp": (column, stamp)}
 
     def _replan(self, tally: _Tally) -> Any:
         """Plans again, at the latest version, the rows of fragments someone rewrote (a compaction)
@@ -867,11 +890,17 @@ class Job:
                     udf_retries=tally.udf_retries,
                 )
                 if finished:
-                    self._commit(finished, tally, ray, store)
+                    self._prepare(finished, tally, ray, store)
+                self._publish(tally, force=not (queue or inflight or self._reruns))
         except BaseException:
             for ref in inflight:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
+            if self._ready:
+                # Fragments whose files are written are committed as they would have been had the job
+                # gone on (a cancel or a failure elsewhere keeps them), then the job ends.
+                with contextlib.suppress(Exception):
+                    self._publish(tally, force=True)
             raise
 
     def _take_ready(
@@ -926,7 +955,8 @@ class Job:
             )
         tally.retries += 1
         self._update(task_retries=tally.retries)
-        return {**task, "batches": batches, "attempt": runs}
+        # The rerun hands its rows over (its checkpoints and the dead run's are the commit's to find).
+        return {**task, "batches": batches, "attempt": runs, "write": None}
 
     def _check_reachable(self, ray: Any, session: Any, store: dict[str, str] | None) -> None:
         """One small task on the cluster opens the table at the planned version, as the tasks will,
@@ -976,20 +1006,40 @@ class Job:
         self._attempts.setdefault(id(task), _Attempt()).add(report)
         if report.get("held"):  # the task's next item holds its last rows: kept as a reference, never fetched
             tally.held.setdefault(task["fragment_id"], []).append(next(ref))
+        if "prepared" in report:  # the task wrote its fragment's column file
+            tally.prepared[task["fragment_id"]] = report["prepared"]
+            if report["checkpoints"]:
+                tally.checkpointed.add(task["fragment_id"])
         return report.get("last", False)
 
-    def _commit(self, fragment_ids: list[int], tally: _Tally, ray: Any, store: dict[str, str] | None) -> None:
-        """Commits the values and their version record in one transaction, then records the errors
-        of the committed rows (so a job cancelled later keeps them) and drops the checkpoints.
-        Tasks write the fragments' new files (also on the embedded Ray: the kernel's memory does not
-        grow with a column file); the driver commits metadata only."""
+    def _prepare(self, fragment_ids: list[int], tally: _Tally, ray: Any, store: dict[str, str] | None) -> None:
+        """Adds finished fragments to those ready to commit, with their new column files (and
+        version records): written by the fragment's one task, or now by a task that writes it from
+        the fragment's checkpoints and the rows its tasks handed over. Tasks write the files (also
+        on the embedded Ray: the kernel's memory does not grow with a column file); the driver
+        commits metadata only."""
+        if not self._ready:
+            self._ready_since = time.monotonic()
+        own = [fid for fid in fragment_ids if fid in tally.prepared]
+        self._ready.extend((fid, tally.prepared.pop(fid)) for fid in own)
+        tally.own.update(own)
+        fragment_ids = [fid for fid in fragment_ids if fid not in own]
+        if not fragment_ids:
+            return
         self._update(stage="committing")
-        stamp = (version_record(self.column), self.udf.version_id)
-        version = self._plan.prepare_records(self.column, fragment_ids, stamp)
+        version = self._write_version
         prepare = _prepare_task(ray)
         refs = [
             prepare.remote(
-                self.table.uri, version, self.column, stamp, fid, checkpoints, runs, store, *tally.held.pop(fid, [])
+                self.table.uri,
+                version,
+                self.column,
+                self._stamp,
+                fid,
+                checkpoints,
+                runs,
+                store,
+                *tally.held.pop(fid, []),
             )
             for fid, checkpoints, runs in self._plan.fragment_work(fragment_ids)
         ]
@@ -1010,7 +1060,20 @@ class Job:
         except ray.exceptions.RayError as exc:
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
             raise BackfillError(f"writing fragments {fragment_ids} failed: {cause}") from None
-        tally.version, lost = self._plan.commit_prepared(version, prepared)
+        self._ready.extend(zip(fragment_ids, prepared, strict=True))
+        self._update(stage="running")
+
+    def _publish(self, tally: _Tally, force: bool) -> None:
+        """Commits the fragments ready to commit, their values and version records in one
+        transaction, once ``COMMIT_SECONDS`` have passed since the first of them was ready (or when
+        ``force``d: at the job's end); then records the errors of the committed rows (so a job
+        cancelled later keeps them) and drops their checkpoints. A short job commits once."""
+        if not self._ready or not (force or time.monotonic() - self._ready_since >= COMMIT_SECONDS):
+            return
+        ready, self._ready = self._ready, []
+        fragment_ids = [fid for fid, _ in ready]
+        self._update(stage="committing")
+        tally.version, lost = self._plan.commit_prepared(self._write_version, [group for _, group in ready])
         # Lost fragments' checkpoints are of rows that moved (their positions are gone): dropped too.
         tally.lost.extend(lost)
         committed = set(fragment_ids) - set(lost)
@@ -1018,7 +1081,15 @@ class Job:
         tally.errors = [e for e in tally.errors if e["fragment_id"] not in lost]
         if errors:
             self._record_errors(errors)
-        self._plan.remove_checkpoints(fragment_ids)
+        # The fragments written by their one task hold checkpoints only if that task wrote some.
+        listed = [fid for fid in fragment_ids if fid not in tally.own]
+        if listed:
+            self._plan.remove_checkpoints(listed)
+        own = [fid for fid in fragment_ids if fid in tally.checkpointed]
+        if own:  # listed again: their checkpoints may be newer than the listing above used
+            self._plan.remove_checkpoints(own)
+        tally.own.difference_update(fragment_ids)
+        tally.checkpointed.difference_update(fragment_ids)
         tally.committed += len(committed)
         self._update(stage="running", fragments_committed=tally.committed)
 

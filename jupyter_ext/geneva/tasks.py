@@ -211,8 +211,21 @@ def run_task(
                 batch_offsets, *_compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts, opened)
             ):
                 counts.checkpointed(index + 1)
-        if counts.due():
+        # Reported at once after a checkpoint: if the worker dies, its rerun starts from there.
+        if counts.due() or counts.durable is not None:
             yield counts.take()
+    write = task.get("write")
+    if write is not None:
+        # The task covers its whole fragment: it writes the fragment's new column file itself, from
+        # the checkpoints it wrote and the rows it holds, and reports the file for the driver to
+        # commit (no hand-over, no separate task, the rows never leave this process).
+        held = [pending.take()] if pending.offsets else []
+        prepared = _native.prepare_fragment(
+            table_uri, write["version"], write["column"], write["stamp"], fragment_id, pending.written,
+            _runs(task), store, held,
+        )
+        yield {**counts.take(), "last": True, "prepared": prepared, "checkpoints": len(pending.written)}
+        return
     if task.get("hand_over") and pending.offsets:
         # Its last rows go to the fragment's commit through Ray's object store (on this node,
         # never through the driver), not through a checkpoint written to and read back from the
@@ -348,6 +361,21 @@ def physical(task: dict[str, Any], i: int) -> int:
     return task["first"] + i if offsets is None else offsets[i].as_py()
 
 
+def _runs(task: dict[str, Any]) -> list[tuple[int, int]]:
+    """The task's physical offsets as [start, end) runs."""
+    if task["offsets"] is None:
+        return [(task["first"], task["first"] + task["rows"])]
+    import numpy as np
+
+    offsets = task["offsets"].to_numpy()
+    if not len(offsets):
+        return []
+    breaks = np.flatnonzero(np.diff(offsets) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(offsets)]))
+    return [(int(offsets[a]), int(offsets[b - 1]) + 1) for a, b in zip(starts, ends, strict=True)]
+
+
 def _run_of(first: int, n: int) -> pa.Array:
     """The offsets first, first + 1, ..., first + n - 1."""
     import numpy as np
@@ -367,6 +395,7 @@ class _Pending:
         self.failed: list[pa.Array | None] = []
         self.nbytes = 0
         self.since = time.monotonic()
+        self.written: list[str] = []  # the checkpoints written, by URI
 
     def add(self, offsets: pa.Array, values: pa.Array, failed: pa.Array | None = None) -> bool:
         """Holds a computed batch; True when that wrote the rows held as a checkpoint."""
@@ -399,7 +428,15 @@ class _Pending:
         if self.offsets:
             task = self.task
             offsets, values, failed = self.take()
-            _native.checkpoint_write(
-                task["checkpoint_root"], task["fragment_id"], task["input_digest"], offsets, values, failed, self.store
+            self.written.append(
+                _native.checkpoint_write(
+                    task["checkpoint_root"],
+                    task["fragment_id"],
+                    task["input_digest"],
+                    offsets,
+                    values,
+                    failed,
+                    self.store,
+                )
             )
         self.since = time.monotonic()

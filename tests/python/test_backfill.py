@@ -476,6 +476,46 @@ def test_short_tasks_hand_their_rows_to_the_commit_instead_of_checkpointing(s3_s
         proxy.stop()
 
 
+@STORES
+def test_a_short_job_commits_its_fragments_at_once_from_files_its_tasks_wrote(db) -> None:
+    """Eight fragments of one task each: each task writes its fragment's column file itself (no
+    hand-over, no task to write it, nothing checkpointed), and the job commits them together: one new
+    table version, not one per fragment."""
+    tbl = db.create_table("t", make_rows(8000).slice(0, 1000))
+    for start in range(1000, 8000, 1000):
+        tbl.add(make_rows(1000, start=start))
+
+    @geneva.udf(data_type=pa.int64())
+    def plus_one(id: pa.Array) -> pa.Array:
+        return pc.add(id, 1)
+
+    tbl.add_columns({"plus_one": plus_one})
+    uri, options = tbl.uri, tbl._storage_options or None
+    before = lance.dataset(uri, storage_options=options).version
+    result = tbl.backfill("plus_one")
+    assert (result.rows_processed, result.fragments_committed) == (8000, 8)
+    ds = lance.dataset(uri, storage_options=options)
+    assert ds.version == before + 1
+    assert len(ds.get_fragments()) == 8
+    got = ds.to_table(columns=["id", "plus_one"])
+    assert got["plus_one"].to_pylist() == [i + 1 for i in got["id"].to_pylist()]
+    assert tbl.backfill("plus_one").rows_processed == 0
+    assert lance.dataset(uri, storage_options=options).version == before + 1
+
+
+def test_a_task_that_writes_its_fragments_file_uses_its_checkpoints_and_drops_them(db, tmp_path) -> None:
+    """One task for the fragment, a checkpoint every 500 rows: the task writes the column file from
+    its checkpoints and the rows it still holds; the checkpoints are gone after the commit."""
+    tbl = db.create_table("t", make_rows(3000))
+    counter = tmp_path / "calls"
+    tbl.add_columns({"slow": slow_udf(counter, 0.0)})
+    result = tbl.backfill("slow", task_size=3000, checkpoint_size=500)
+    assert (result.rows_processed, result.fragments_committed) == (3000, 1)
+    assert calls(counter) == 3000
+    assert theirs(tbl, ["slow"])["slow"].to_pylist() == list(range(3000))
+    assert not list(Path(tbl.uri, "_geneva", "checkpoints").rglob("*.lance"))
+
+
 # -- jobs, cancel, concurrency, crash ----------------------------------------------------------
 
 

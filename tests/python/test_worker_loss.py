@@ -29,10 +29,13 @@ def calls(log) -> collections.Counter:
     return collections.Counter(int(line) for line in log.read_text().split())
 
 
-def test_a_worker_that_dies_is_replaced_and_the_task_resumes_from_its_checkpoints(tmp_path) -> None:
+@pytest.mark.parametrize("task_size", [None, ROWS], ids=["four-tasks", "one-task-writes-its-file"])
+def test_a_worker_that_dies_is_replaced_and_the_task_resumes_from_its_checkpoints(tmp_path, task_size) -> None:
     """Row 1,750's first call ends its worker process. The job completes: values right, counts exact,
     one retry reported; rows checkpointed before the crash are not computed again, and at most the
-    crashed task's unflushed batches are (batches of 100 rows, each one checkpoint)."""
+    crashed task's unflushed batches are (batches of 100 rows, each one checkpoint). With one task for
+    the fragment (which would write the column file itself), the rerun hands its rows to the commit,
+    which finds the dead run's checkpoints."""
     marker, log = tmp_path / "crashed", tmp_path / "calls"
     log.touch()
 
@@ -47,7 +50,7 @@ def test_a_worker_that_dies_is_replaced_and_the_task_resumes_from_its_checkpoint
 
     tbl = table(tmp_path)
     tbl.add_columns({"double": double})
-    result = tbl.backfill("double", concurrency=2)
+    result = tbl.backfill("double", concurrency=2, task_size=task_size)
     assert marker.exists()
     assert (result.rows_processed, result.rows_resumed, result.rows_failed) == (ROWS, 0, 0)
     assert result.task_retries == 1
