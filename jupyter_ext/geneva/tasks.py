@@ -214,6 +214,14 @@ def run_task(
         # Reported at once after a checkpoint: if the worker dies, its rerun starts from there.
         if counts.due() or counts.durable is not None:
             yield counts.take()
+    yield from _finish(table_uri, task, pending, counts, store)
+
+
+def _finish(
+    table_uri: str, task: dict[str, Any], pending: _Pending, counts: Counts, store: dict[str, str] | None
+) -> Iterator[dict[str, Any]]:
+    """A task's last reports, marked last (the driver can commit on it without waiting for the task's
+    end), with its last rows written to where the fragment's commit finds them."""
     write = task.get("write")
     if write is not None:
         # The task covers its whole fragment: it writes the fragment's new column file itself, from
@@ -221,8 +229,15 @@ def run_task(
         # commit (no hand-over, no separate task, the rows never leave this process).
         held = [pending.take()] if pending.offsets else []
         prepared = _native.prepare_fragment(
-            table_uri, write["version"], write["column"], write["stamp"], fragment_id, pending.written,
-            _runs(task), store, held,
+            table_uri,
+            write["version"],
+            write["column"],
+            write["stamp"],
+            task["fragment_id"],
+            pending.written,
+            _runs(task),
+            store,
+            held,
         )
         yield {**counts.take(), "last": True, "prepared": prepared, "checkpoints": len(pending.written)}
         return
@@ -236,7 +251,6 @@ def run_task(
         return
     pending.flush()
     counts.checkpointed(len(task["batches"]))
-    # Marked last: the driver can commit on it without waiting for the task's end.
     yield {**counts.take(), "last": True}
 
 
