@@ -1,9 +1,14 @@
 """geneva against the open-source tools a user would pick instead, side by side in one run: the
 same 1M-row table (id, filename, x, y; 8 fragments), each adding one column, scalar
-``len(filename)`` and batched ``x * y``; median of 3 warm runs (after one warm-up), each on a fresh
-copy of the table; each system in a fresh process with at most one ``ray.init(num_cpus=2)``.
+``len(filename)`` and batched ``x * y``; and a table of 1 MiB random values (``--blob-mib`` rows, 8
+fragments), adding the first quarter of each value (a per-row function: a UDF returning bytes, the
+peers' RecordBatch loop); median of 3 warm runs (after one warm-up), each on a fresh copy of the
+table; each system in a fresh process with at most one ``ray.init(num_cpus=2)``. Memory: the peak
+PSS of the system's process tree (its Ray's GCS, raylet and workers included) above the same tree
+before the job, sampled every 50 ms (tests/python/tree_memory.py); the median and the largest of the
+runs (the warm-up run, on the same table, starts the workers the runs use).
 
-    .venv/bin/python bench/peers.py [--rows N] [--reps K] [--only SYSTEM ...]
+    .venv/bin/python bench/peers.py [--rows N] [--blob-mib N] [--reps K] [--only SYSTEM ...]
 
 The peers run from their own virtualenv (~/.cache/geneva/bench/peers-venv, made here on first use
 with pip): daft 0.7.26 + daft-lance 0.6.0, lance-ray 0.5.0, pylance 14.0.2 (Ray 2.60.0, as ours).
@@ -25,6 +30,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "python"))  # tree_memory: the stdlib only
+JOBS = ("scalar", "batched", "blob")
 PEERS_VENV = Path(os.environ.get("GENEVA_BENCH_PEERS_VENV", Path.home() / ".cache/geneva/bench/peers-venv"))
 PEER_PACKAGES = ["daft==0.7.26", "daft-lance==0.6.0", "lance-ray==0.5.0", "pylance==14.0.2", "ray[data]==2.60.0"]
 
@@ -62,8 +69,15 @@ def batched_batch(batch):
     return pa.RecordBatch.from_arrays([pc.multiply(batch.column("x"), batch.column("y"))], ["xy"])
 
 
+def quarter_batch(batch):  # the blob job's per-row form for the peers
+    import pyarrow as pa
+
+    values = batch.column("content").to_pylist()
+    return pa.RecordBatch.from_arrays([pa.array([v[: len(v) // 4] for v in values], pa.large_binary())], ["quarter"])
+
+
 def jobs_for(system: str):
-    """(scalar job, batched job), each a function of a fresh copy's folder."""
+    """(scalar job, batched job, blob job), each a function of a fresh copy's folder."""
     if system == "geneva":
         import geneva
         import pyarrow as pa
@@ -77,18 +91,23 @@ def jobs_for(system: str):
         def xy(x: pa.Array, y: pa.Array) -> pa.Array:
             return pc.multiply(x, y)
 
+        @geneva.udf
+        def quarter(content: bytes) -> bytes:
+            return content[: len(content) // 4]
+
         def run(folder: str, name: str, fn) -> None:
             tbl = geneva.connect(folder).open_table("t")
             tbl.add_columns({name: fn})
             tbl.backfill(name)
 
-        return (lambda f: run(f, "flen", flen)), (lambda f: run(f, "xy", xy))
+        return (lambda f: run(f, "flen", flen)), (lambda f: run(f, "xy", xy)), (lambda f: run(f, "quarter", quarter))
     import lance
 
     if system == "pylance":
         return (
             lambda f: lance.dataset(f"{f}/t.lance").add_columns(scalar_batch, read_columns=["filename"]),
             lambda f: lance.dataset(f"{f}/t.lance").add_columns(batched_batch, read_columns=["x", "y"]),
+            lambda f: lance.dataset(f"{f}/t.lance").add_columns(quarter_batch, read_columns=["content"]),
         )
     if system == "pylance-checkpoint":
 
@@ -99,13 +118,18 @@ def jobs_for(system: str):
 
             return run
 
-        return with_checkpoint(scalar_batch, ["filename"]), with_checkpoint(batched_batch, ["x", "y"])
+        return (
+            with_checkpoint(scalar_batch, ["filename"]),
+            with_checkpoint(batched_batch, ["x", "y"]),
+            with_checkpoint(quarter_batch, ["content"]),
+        )
     if system == "lance-ray":
         import lance_ray
 
         return (
             lambda f: lance_ray.add_columns(f"{f}/t.lance", transform=scalar_batch, read_columns=["filename"]),
             lambda f: lance_ray.add_columns(f"{f}/t.lance", transform=batched_batch, read_columns=["x", "y"]),
+            lambda f: lance_ray.add_columns(f"{f}/t.lance", transform=quarter_batch, read_columns=["content"]),
         )
     if system == "daft":
         import daft_lance
@@ -113,6 +137,7 @@ def jobs_for(system: str):
         return (
             lambda f: daft_lance.merge_columns(f"{f}/t.lance", transform=scalar_batch, read_columns=["filename"]),
             lambda f: daft_lance.merge_columns(f"{f}/t.lance", transform=batched_batch, read_columns=["x", "y"]),
+            lambda f: daft_lance.merge_columns(f"{f}/t.lance", transform=quarter_batch, read_columns=["content"]),
         )
     raise SystemExit(f"unknown system {system}")
 
@@ -126,25 +151,51 @@ def check(folder: str, column: str, rows: int) -> None:
         raise SystemExit(f"{column}: {len(got)} rows, {got.null_count} NULL (want {rows}, none)")
 
 
-def child(system: str, source: str, rows: int, reps: int) -> None:
+def child(system: str, source: str, rows: int, blob_rows: int, reps: int) -> None:
+    from tree_memory import TreePeak
+
     if SYSTEMS[system][2]:
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    scalar, batched = jobs_for(system)
-    out: dict[str, list[float]] = {"scalar": [], "batched": []}
-    for name, job, column in (("scalar", scalar, "flen"), ("batched", batched, "xy")):
-        for rep in range(reps + 1):  # the first is the warm-up
-            folder = tempfile.mkdtemp(prefix="geneva-peers-")
-            shutil.copytree(f"{source}/t.lance", f"{folder}/t.lance")
-            started = time.perf_counter()
-            job(folder)
-            took = time.perf_counter() - started
-            check(folder, column, rows)
+    out: dict[str, list[float]] = {}
+    for name, job in zip(JOBS, jobs_for(system), strict=True):
+        column, table, n = {"scalar": ("flen", "", rows), "batched": ("xy", "", rows), "blob": ("quarter", "blob/", 0)}[
+            name
+        ]
+        for rep in range(reps + 1):  # the first is the warm-up (its workers are the runs' idle tree)
+            folder = tempfile.mkdtemp(prefix="geneva-peers-", dir="/var/tmp")
+            shutil.copytree(f"{source}/{table}t.lance", f"{folder}/t.lance")
+            time.sleep(0.2)
+            with TreePeak() as peak:
+                started = time.perf_counter()
+                job(folder)
+                took = time.perf_counter() - started
+            check(folder, column, n or blob_rows)
             shutil.rmtree(folder, ignore_errors=True)
             if rep:
-                out[name].append(took)
+                out.setdefault(name, []).append(took)
+                out.setdefault(f"{name}_mem", []).append(peak.above_idle)
     print(json.dumps(out))
+
+
+def make_blob_table(folder: str, rows: int) -> None:
+    """``rows`` rows of 1 MiB random bytes (large_binary), in 8 fragments, written 32 rows at a time."""
+    import lance
+    import numpy as np
+    import pyarrow as pa
+
+    schema = pa.schema([("id", pa.int64()), ("content", pa.large_binary())])
+
+    def batches():
+        rng = np.random.default_rng(rows)
+        for start in range(0, rows, 32):
+            n = min(32, rows - start)
+            ids = pa.array(range(start, start + n), pa.int64())
+            yield pa.record_batch([ids, pa.array([rng.bytes(1 << 20) for _ in range(n)], pa.large_binary())], schema)
+
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    lance.write_dataset(reader, f"{folder}/t.lance", max_rows_per_file=-(-rows // 8))
 
 
 def make_table(folder: str, rows: int) -> None:
@@ -167,23 +218,25 @@ def make_table(folder: str, rows: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--blob-mib", type=int, default=1024, help="rows of 1 MiB in the blob table")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(SYSTEMS))
     parser.add_argument("--child", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.source, args.rows, args.reps)
+        child(args.child, args.source, args.rows, args.blob_mib, args.reps)
         return 0
 
     systems = args.only or list(SYSTEMS)
     results: dict[str, dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="geneva-peers-src-") as source:
+    with tempfile.TemporaryDirectory(prefix="geneva-peers-src-", dir="/var/tmp") as source:
         make_table(source, args.rows)
+        make_blob_table(f"{source}/blob", args.blob_mib)
         for system in systems:
             python = peers_python() if SYSTEMS[system][1] else Path(sys.executable)
             command = [str(python), str(HERE / "peers.py"), "--child", system, "--source", source]
-            command += ["--rows", str(args.rows), "--reps", str(args.reps)]
+            command += ["--rows", str(args.rows), "--blob-mib", str(args.blob_mib), "--reps", str(args.reps)]
             out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=source)
             lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
             if out.returncode != 0 or not lines:
@@ -192,16 +245,22 @@ def main() -> int:
             print(f"{system}: {results[system]}", file=sys.stderr)
 
     ours = results.get("geneva")
-    print(f"\n{args.rows:,} rows, 8 fragments, median of {args.reps} warm runs (ratio: the peer's time / geneva's)\n")
-    print("| system | scalar | batched |")
-    print("|---|---|---|")
+    print(
+        f"\n{args.rows:,} rows, 8 fragments; blob: {args.blob_mib:,} rows of 1 MiB, 8 fragments; median of "
+        f"{args.reps} warm runs (ratio: the peer's time / geneva's); memory: the process tree's peak PSS above "
+        "its idle PSS, median (largest) of the runs\n"
+    )
+    print("| system | scalar | batched | blob (quarter of each value) | blob: peak memory | 1M rows: peak memory |")
+    print("|---|---|---|---|---|---|")
     for system, times in results.items():
         cells = []
-        for job in ("scalar", "batched"):
+        for job in JOBS:
             t = statistics.median(times[job])
             ratio = f" ({t / statistics.median(ours[job]):.2f}x)" if ours and system != "geneva" else ""
             cells.append(f"{t:.3f} s{ratio}")
-        print(f"| {SYSTEMS[system][0]} | {cells[0]} | {cells[1]} |")
+        for mem in (times["blob_mem"], times["scalar_mem"] + times["batched_mem"]):
+            cells.append(f"{statistics.median(mem) / 2**20:,.0f} ({max(mem) / 2**20:,.0f}) MiB")
+        print(f"| {SYSTEMS[system][0]} | {' | '.join(cells)} |")
     return 0
 
 
