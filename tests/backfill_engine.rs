@@ -349,3 +349,44 @@ async fn values_written_before_the_column_had_a_version_record_get_one() {
     assert_eq!(column(&uri, "double_v").await, vec![Some(5); 10]);
     assert_eq!(plan_for(&uri, 5).await.rows(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_file_streamed_run_by_run_is_committed_and_runs_out_of_order_are_refused() {
+    let (_dir, uri) = ten_ids_and_an_empty_column().await;
+    table::add_null_columns(&uri, vec![Field::new("double_v", DataType::Int64, true)]).await.unwrap();
+    let version = table::open(&uri, None).await.unwrap().version().version;
+    let handle = tokio::runtime::Handle::current();
+    let stamp = || backfill::Stamp { column: "double_v".into(), id: 5 };
+    let run = |from: u32, to: u32| backfill::Checkpoint {
+        offsets: UInt32Array::from_iter_values(from..to),
+        values: int64s(&(from..to).map(|i| Some(i64::from(i) * 2)).collect::<Vec<_>>()),
+        failed: None,
+    };
+    let options = Default::default();
+    let start = || backfill::commit::ColumnWriter::start(&handle, &uri, &options, version, "double", stamp(), 0, 10);
+
+    // Not every physical row: none (the caller writes the file at the end instead).
+    let short =
+        backfill::commit::ColumnWriter::start(&handle, &uri, &options, version, "double", stamp(), 0, 9).await.unwrap();
+    assert!(short.is_none());
+
+    // A gap between runs is refused, naming where the next run had to start.
+    let mut writer = start().await.unwrap().unwrap();
+    writer.send(run(0, 4)).await.unwrap();
+    let err = writer.send(run(5, 10)).await.unwrap_err().to_string();
+    assert!(err.contains("from offset 4"), "{err}");
+    // Finishing with rows missing is refused too.
+    let mut writer = start().await.unwrap().unwrap();
+    writer.send(run(0, 4)).await.unwrap();
+    let err = writer.finish().await.unwrap_err().to_string();
+    assert!(err.contains("4 of the fragment's 10 rows"), "{err}");
+
+    let mut writer = start().await.unwrap().unwrap();
+    for (from, to) in [(0, 3), (3, 7), (7, 10)] {
+        writer.send(run(from, to)).await.unwrap();
+    }
+    let group = writer.finish().await.unwrap();
+    backfill::commit_prepared(&uri, &options, version, vec![group]).await.unwrap();
+    assert_eq!(column(&uri, "double").await, (0..10).map(|i| Some(i * 2)).collect::<Vec<_>>());
+    assert_eq!(column(&uri, "double_v").await, vec![Some(5); 10]);
+}

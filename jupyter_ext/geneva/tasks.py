@@ -185,6 +185,7 @@ def run_task(
         call = fn.retry.wrap(call, counts.count_retry)
     files = task.get("files") or []
     read = [c for c in inputs if c not in files]
+    writer = _writer(table_uri, task, store)
     # A gapless task's batches are read ahead, each stretch of them in one sequential read.
     runs = None
     if offsets is None:
@@ -207,22 +208,43 @@ def run_task(
             opened = {
                 inputs.index(c): _blob_files(table_uri, version, fragment_id, batch_offsets, c, store) for c in files
             }
-            if pending.add(
-                batch_offsets, *_compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts, opened)
-            ):
+            computed = _compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts, opened)
+            if writer is not None:
+                writer.write(batch_offsets, *computed)
+            if pending.add(batch_offsets, *computed):
                 counts.checkpointed(index + 1)
         # Reported at once after a checkpoint: if the worker dies, its rerun starts from there.
         if counts.due() or counts.durable is not None:
             yield counts.take()
-    yield from _finish(table_uri, task, pending, counts, store)
+    yield from _finish(table_uri, task, pending, counts, store, writer)
+
+
+def _writer(table_uri: str, task: dict[str, Any], store: dict[str, str] | None) -> Any:
+    """The fragment's new column file, written as the batches are computed, when this task writes
+    it and computes every row of the fragment (no rows deleted, none left out by a filter)."""
+    write = task.get("write")
+    if write is None or task["offsets"] is not None or task["first"] != 0:
+        return None
+    return _native.column_writer(
+        table_uri, write["version"], write["column"], write["stamp"], task["fragment_id"], task["rows"], store
+    )
 
 
 def _finish(
-    table_uri: str, task: dict[str, Any], pending: _Pending, counts: Counts, store: dict[str, str] | None
+    table_uri: str,
+    task: dict[str, Any],
+    pending: _Pending,
+    counts: Counts,
+    store: dict[str, str] | None,
+    writer: Any,
 ) -> Iterator[dict[str, Any]]:
     """A task's last reports, marked last (the driver can commit on it without waiting for the task's
     end), with its last rows written to where the fragment's commit finds them."""
     write = task.get("write")
+    if writer is not None:  # every row is in the file already (the rows held are not needed)
+        prepared = writer.finish()
+        yield {**counts.take(), "last": True, "prepared": prepared, "checkpoints": len(pending.written)}
+        return
     if write is not None:
         # The task covers its whole fragment: it writes the fragment's new column file itself, from
         # the checkpoints it wrote and the rows it holds, and reports the file for the driver to

@@ -152,6 +152,125 @@ pub async fn prepare_fragment(
     Ok(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?)
 }
 
+/// A fragment's new column file (and version record) written as its rows are computed, by the
+/// one task that computes the whole fragment in order: each run of rows is encoded and uploaded
+/// while the next is computed, instead of after the last (on a store, the upload of a column
+/// file was most of a short job's commit). `send` the runs in offset order, then `finish`.
+pub struct ColumnWriter {
+    tx: Option<tokio::sync::mpsc::Sender<Checkpoint>>,
+    written: tokio::task::JoinHandle<Result<DataReplacementGroup>>,
+    next: usize,
+    rows: usize,
+}
+
+impl ColumnWriter {
+    /// Starts writing fragment `fragment_id`'s file at `version`, on `runtime`; None when the
+    /// fragment's physical rows are not `rows` (rows deleted: the file is written from held runs
+    /// at the task's end, merged with the old values).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        runtime: &tokio::runtime::Handle,
+        table_uri: &str,
+        options: &StorageOptions,
+        version: u64,
+        column: &str,
+        stamp: Stamp,
+        fragment_id: u64,
+        rows: usize,
+    ) -> Result<Option<Self>> {
+        let ds = table::open_with(table_uri, Some(version), options).await?;
+        let names = vec![column.to_owned(), stamp.column.clone()];
+        table::validate_columns(&ds, &names)?;
+        let fields: Vec<lance_core::datatypes::Field> = names
+            .iter()
+            .map(|n| ds.schema().field(n).cloned().ok_or_else(|| TableError::Invalid(format!("no field {n}"))))
+            .collect::<std::result::Result<_, _>>()?;
+        let declared = lance_core::datatypes::Schema { fields: fields.clone(), metadata: Default::default() };
+        let schema = Arc::new(Schema::new(fields.iter().map(Field::from).collect::<Vec<_>>()));
+        if schema.field(1).data_type() != &DataType::Int64 {
+            let f = schema.field(1);
+            return Err(
+                TableError::Invalid(format!("version record {} is {}, not Int64", f.name(), f.data_type())).into()
+            );
+        }
+        let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
+            fragment: fragment_id,
+            message: format!("not in version {version}"),
+        })?;
+        if fragment.physical_rows().await? != rows {
+            return Ok(None);
+        }
+        // Two runs queued: the task computes the next while one is encoded and one uploaded.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Checkpoint>(2);
+        let batches = futures::stream::unfold(rx, move |mut rx| {
+            let schema = schema.clone();
+            async move {
+                let cp = rx.recv().await?;
+                let want = schema.field(0).data_type();
+                let batch = if cp.values.data_type() != want {
+                    Err(lance::Error::invalid_input(format!(
+                        "values of {} for column {} of type {want}",
+                        cp.values.data_type(),
+                        schema.field(0).name()
+                    )))
+                } else {
+                    let record = stamped(&cp, stamp.id);
+                    RecordBatch::try_new(schema.clone(), vec![cp.values.clone(), record]).map_err(lance::Error::from)
+                };
+                Some((batch, rx))
+            }
+        });
+        let written = runtime.spawn(async move { Ok(fragment.write_columns(batches, &declared).await?) });
+        Ok(Some(Self { tx: Some(tx), written, next: 0, rows }))
+    }
+
+    /// The next run of rows: its offsets must follow the last run's.
+    pub async fn send(&mut self, cp: Checkpoint) -> Result<()> {
+        let first = cp.offsets.values().first().map(|o| *o as usize);
+        let contiguous = cp.offsets.values().iter().enumerate().all(|(i, o)| *o as usize == self.next + i);
+        if first.is_some_and(|f| f != self.next) || !contiguous || cp.values.len() != cp.offsets.len() {
+            return Err(TableError::Invalid(format!(
+                "a column file takes runs of rows in order: expected {} rows from offset {}",
+                cp.offsets.len(),
+                self.next
+            ))
+            .into());
+        }
+        self.next += cp.offsets.len();
+        let tx = self.tx.as_ref().ok_or_else(|| TableError::Invalid("the column file is finished".into()))?;
+        if tx.send(cp).await.is_err() {
+            // The writer stopped: its error says why.
+            self.tx = None;
+            return Err(self.failure().await);
+        }
+        Ok(())
+    }
+
+    async fn failure(&mut self) -> super::BackfillError {
+        match (&mut self.written).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => TableError::Invalid("the column file was finished early".into()).into(),
+            Err(e) => TableError::Invalid(format!("the column file's writer failed: {e}")).into(),
+        }
+    }
+
+    /// Closes the file once every row was sent; what `commit_prepared` publishes.
+    pub async fn finish(mut self) -> Result<DataReplacementGroup> {
+        if self.next != self.rows {
+            return Err(TableError::Invalid(format!(
+                "{} of the fragment's {} rows were written",
+                self.next, self.rows
+            ))
+            .into());
+        }
+        self.tx = None;
+        match (&mut self.written).await {
+            Ok(out) => out,
+            Err(e) => Err(TableError::Invalid(format!("the column file's writer failed: {e}")).into()),
+        }
+    }
+}
+
 /// One run of a fragment's rows, in the store (a checkpoint's URI) or handed over (an index into
 /// the held checkpoints).
 enum Part {

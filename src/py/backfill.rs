@@ -304,6 +304,83 @@ fn prepare_fragment<'py>(
     Ok(pyo3::types::PyBytes::new(py, &commit::encode(&group)))
 }
 
+/// A fragment's new column file written as a task computes its rows (see
+/// `commit::ColumnWriter`): `write(offsets, values, failed)` each run in order, then `finish()`.
+#[pyclass(module = "geneva._native", frozen)]
+pub struct ColumnWriter {
+    inner: std::sync::Mutex<Option<commit::ColumnWriter>>,
+}
+
+impl ColumnWriter {
+    fn take(&self) -> PyResult<commit::ColumnWriter> {
+        let taken = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        taken.ok_or_else(|| pyo3::exceptions::PyValueError::new_err("the column file is finished (or failed)"))
+    }
+}
+
+#[pymethods]
+impl ColumnWriter {
+    /// The next run of the fragment's rows (offsets following the last run's).
+    #[pyo3(signature = (offsets, values, failed=None))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        offsets: PyArrowType<ArrayData>,
+        values: PyArrowType<ArrayData>,
+        failed: Option<PyArrowType<ArrayData>>,
+    ) -> PyResult<()> {
+        let cp = checkpoint_of((offsets, values, failed))?;
+        let mut writer = self.take()?;
+        let writer = block_on(
+            py,
+            async move {
+                writer.send(cp).await?;
+                Ok::<_, backfill::BackfillError>(writer)
+            },
+            backfill_error,
+        )?;
+        *self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(writer);
+        Ok(())
+    }
+
+    /// Closes the file: bytes for the driver's `commit_prepared`.
+    fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let writer = self.take()?;
+        let group = block_on(py, writer.finish(), backfill_error)?;
+        Ok(pyo3::types::PyBytes::new(py, &commit::encode(&group)))
+    }
+}
+
+/// Starts fragment `fragment_id`'s new column file (and version record `stamp`) at `version`,
+/// written as the task that computes all its `rows` sends them; None when the fragment holds
+/// other than `rows` physical rows (deleted rows: `prepare_fragment` merges at the end instead).
+#[pyfunction]
+#[pyo3(signature = (uri, version, column, stamp, fragment_id, rows, storage_options=None))]
+#[allow(clippy::too_many_arguments)]
+fn column_writer(
+    py: Python<'_>,
+    uri: String,
+    version: u64,
+    column: String,
+    stamp: (String, i64),
+    fragment_id: u64,
+    rows: usize,
+    storage_options: Option<StorageOptions>,
+) -> PyResult<Option<ColumnWriter>> {
+    let options = storage_options.unwrap_or_default();
+    let stamp = Stamp { column: stamp.0, id: stamp.1 };
+    let runtime = crate::runtime::runtime();
+    let handle = runtime.handle().clone();
+    let writer = block_on(
+        py,
+        async move {
+            commit::ColumnWriter::start(&handle, &uri, &options, version, &column, stamp, fragment_id, rows).await
+        },
+        backfill_error,
+    )?;
+    Ok(writer.map(|w| ColumnWriter { inner: std::sync::Mutex::new(Some(w)) }))
+}
+
 /// A task's computed rows as pyarrow arrays: (physical offsets, values, which failed).
 type Rows = (PyArrowType<ArrayData>, PyArrowType<ArrayData>, Option<PyArrowType<ArrayData>>);
 
@@ -449,5 +526,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_runs, m)?)?;
     m.add_function(wrap_pyfunction!(checkpoint_write, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_fragment, m)?)?;
+    m.add_class::<ColumnWriter>()?;
+    m.add_function(wrap_pyfunction!(column_writer, m)?)?;
     Ok(())
 }

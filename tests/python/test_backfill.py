@@ -736,6 +736,26 @@ def test_rows_deleted_before_the_backfill_are_not_computed(db) -> None:
     assert tbl.backfill("doubled").rows_processed == 0
 
 
+def test_a_fragment_whose_last_rows_are_deleted_is_written_whole(db) -> None:
+    """One task per fragment, its rows a gapless run from offset 0 that stops short of the fragment's
+    end (the last rows deleted): the column file is not streamed (it must hold every physical row)
+    but written at the task's end with the deleted rows' places filled."""
+    lance.write_dataset(make_rows(1000), str(db.path / "tail.lance"), max_rows_per_file=500)
+    lance.dataset(str(db.path / "tail.lance")).delete("id >= 450 AND id < 500 OR id >= 980")
+    tbl = db.open_table("tail")
+
+    @geneva.udf
+    def tripled(id: int) -> int:
+        return id * 3
+
+    tbl.add_columns({"tripled": tripled})
+    result = tbl.backfill("tripled", task_size=1000)
+    live = [i for i in range(1000) if not (450 <= i < 500 or i >= 980)]
+    assert result.rows_processed == len(live)
+    rows = theirs(tbl, ["id", "tripled"]).to_pylist()
+    assert [r["id"] for r in rows] == live and [r["tripled"] for r in rows] == [i * 3 for i in live]
+
+
 @STORES
 def test_a_cancelled_skip_job_keeps_the_errors_of_the_rows_it_committed(db) -> None:
     tbl = db.create_table("t", make_rows(100))
