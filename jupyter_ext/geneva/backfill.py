@@ -380,8 +380,8 @@ def prepare(
     notes: list[str] | None = None,
 ) -> Job:
     """The job, planned at the table's latest version: every check that can fail on bad input."""
-    # The table's schema read once (on a store each read is a request).
-    full = table._full_schema()
+    # The table's schema read once (on a store each read is a request), and planned at that version.
+    version, full = _native.table_info(table.uri, None, table._storage_options)
     schema = _visible_schema(full)
     if fn is None:
         fn = table.udf_of(column, schema)
@@ -392,8 +392,9 @@ def prepare(
             f"UDF {fn.name} reads column {missing[0]!r}, which table {table.name!r} lacks"
             + did_you_mean(missing[0], schema.names)
         )
-    table._ensure_record(column, full)
-    plan = _plan(table, column, fn, inputs, opts.where)
+    if table._ensure_record(column, full):
+        version = None  # a commit declared the record: plan at the latest version
+    plan = _plan(table, column, fn, inputs, opts.where, version)
     announce = notes is None
     if notes is None:
         notes = _recompute_notes(table, column, fn, plan, opts.where)
@@ -422,10 +423,10 @@ def running_job(job_id: str) -> Job | None:
     return _RUNNING.get(job_id)
 
 
-def _plan(table: Table, column: str, fn: UDF, inputs: list[str], where: str | None) -> Any:
-    """The rows to compute at the table's latest version: those ``where`` selects that the current
-    UDF version did not compute (never computed, failed, or computed by another version), as the
-    column's version record says."""
+def _plan(table: Table, column: str, fn: UDF, inputs: list[str], where: str | None, version: int | None = None) -> Any:
+    """The rows to compute at the table's latest version (``version``, when the caller just read
+    it): those ``where`` selects that the current UDF version did not compute (never computed,
+    failed, or computed by another version), as the column's version record says."""
     record = version_record(column)
     return _native.plan_backfill(
         table.uri,
@@ -437,6 +438,7 @@ def _plan(table: Table, column: str, fn: UDF, inputs: list[str], where: str | No
         null_target=record,
         count_by=record,
         storage_options=table._storage_options,
+        version=version,
     )
 
 
@@ -761,6 +763,7 @@ class Job:
                 # Batches cut short by their bytes (large rows) are read one at a time.
                 task["joined"] = not self._large_rows
                 task["files"] = self._files
+                task["manifest_tag"] = plan.manifest_tag
             if tasks:
                 self._run_tasks(tasks, tally, started)
             if not tally.lost:
@@ -1039,6 +1042,7 @@ class Job:
                 checkpoints,
                 runs,
                 store,
+                self._plan.manifest_tag if version == self._plan.version else None,
                 *tally.held.pop(fid, []),
             )
             for fid, checkpoints, runs in self._plan.fragment_work(fragment_ids)
@@ -1133,9 +1137,11 @@ def _prepare_fragment(
     checkpoints: list[str],
     runs: list[tuple[int, int]],
     store: dict[str, str] | None,
+    manifest_tag: str | None,
     *held: tuple[pa.Array, pa.Array, pa.Array | None],
 ) -> bytes:
     """``held``: rows tasks handed over (Ray resolved their references to the arrays, on this node)."""
+    worker.expect_manifest(uri, version, manifest_tag)
     return _native.prepare_fragment(uri, version, column, stamp, fragment_id, checkpoints, runs, store, list(held))
 
 

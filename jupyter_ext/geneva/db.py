@@ -358,13 +358,15 @@ class Table:
             f" and computes the {status.rows_never:,} never computed"
         )
 
-    def _ensure_record(self, column: str, full: pa.Schema | None = None) -> None:
+    def _ensure_record(self, column: str, full: pa.Schema | None = None) -> bool:
         """Declares the column's version record if it has none (a column added by an older geneva:
-        its rows count as computed by an unknown version, so the next backfill recomputes them).
-        ``full``: the table's whole schema, when the caller read it already (each read of a table on
-        a store is a request)."""
-        if version_record(column) not in (full if full is not None else self._full_schema()).names:
-            _native.table_add_null_columns(self.uri, pa.schema([_record_field(column)]), self._storage_options)
+        its rows count as computed by an unknown version, so the next backfill recomputes them);
+        True when that made a new version. ``full``: the table's whole schema, when the caller read
+        it already (each read of a table on a store is a request)."""
+        if version_record(column) in (full if full is not None else self._full_schema()).names:
+            return False
+        _native.table_add_null_columns(self.uri, pa.schema([_record_field(column)]), self._storage_options)
+        return True
 
     def column_status(self, column: str) -> ColumnStatus:
         """Rows of ``column`` by the UDF version that computed them: the current one, others, or none
@@ -415,7 +417,9 @@ class Table:
         import cloudpickle
 
         name = f"{column}-{fn.version}.pkl"
-        _native.store_put(f"{self.uri}/_geneva/udfs/{name}", cloudpickle.dumps(fn), self._storage_options)
+        blob = cloudpickle.dumps(fn)
+        _native.store_put(f"{self.uri}/_geneva/udfs/{name}", blob, self._storage_options)
+        _remember_udf(f"{self.uri}/_geneva/udfs/{name}", blob)
         # Every version the column has known, so a status can name the versions its rows came from.
         versions = {**versions, str(fn.version_id): fn.version}
         return {
@@ -432,7 +436,10 @@ class Table:
         import cloudpickle
 
         info = self._udf_meta(column, schema)
-        blob = _native.store_get(f"{self.uri}/_geneva/udfs/{info['path']}", self._storage_options)
+        uri = f"{self.uri}/_geneva/udfs/{info['path']}"
+        blob = _UDF_BLOBS.get(uri) or _native.store_get(uri, self._storage_options)
+        if blob is not None:
+            _remember_udf(uri, blob)
         if blob is None:
             raise InvalidInputError(
                 f"the UDF of column {column!r} ({info['path']}) is missing from {self.uri}/_geneva/udfs: "
@@ -462,6 +469,18 @@ class Table:
         if "_versions" not in _native.store_list(uri, self._storage_options):
             raise InvalidInputError(f"no errors recorded for job {job_id!r} of table {self.name!r}")
         return _native.table_scan(uri, storage_options=self._storage_options).read_all()
+
+
+# Pickled UDFs this process stored or read, by URI: named by the UDF's content hash, a stored UDF
+# never changes (a backfill reads its column's UDF each time: on a store, a request).
+_UDF_BLOBS: dict[str, bytes] = {}
+_UDF_BLOBS_KEPT = 64
+
+
+def _remember_udf(uri: str, blob: bytes) -> None:
+    if len(_UDF_BLOBS) >= _UDF_BLOBS_KEPT:
+        _UDF_BLOBS.clear()
+    _UDF_BLOBS[uri] = blob
 
 
 def _visible_schema(full: pa.Schema) -> pa.Schema:

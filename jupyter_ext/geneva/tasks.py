@@ -38,6 +38,13 @@ def open_table(uri: str, version: int, store: dict[str, str] | None) -> int:
     return _native.table_count_rows(uri, None, version, store)
 
 
+def expect_manifest(uri: str, version: int, tag: str | None) -> None:
+    """The tag of the planned version's manifest as the driver saw it: this process then opens that
+    version once, not at each read (on a store, each open is a request; see table::expect_manifest)."""
+    if tag:
+        _native.expect_manifest(uri, version, tag)
+
+
 def pickle_udf(fn: UDF) -> bytes:
     import cloudpickle
 
@@ -172,6 +179,7 @@ def run_task(
     from geneva import _worker
 
     _worker.apply(env)
+    expect_manifest(table_uri, version, task.get("manifest_tag"))
     fn = load_udf(udf_blob)
     try:
         call = _callable_for(fn)

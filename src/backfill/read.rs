@@ -9,30 +9,15 @@ use lance::Dataset;
 use lance::dataset::ProjectionRequest;
 use lance::dataset::fragment::FragReadConfig;
 use lance_io::scheduler::{ScanScheduler, SchedulerConfig};
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// Datasets opened by this process, by (uri, version): a worker runs many
-/// tasks of one job, and opening reads the manifest each time.
-type OpenedDatasets = HashMap<(String, u64), Arc<Dataset>>;
-static OPENED: Mutex<Option<OpenedDatasets>> = Mutex::new(None);
-const OPENED_MAX: usize = 32;
-
+/// The table at `version`: opened once a process when the driver's manifest tag was given (see
+/// `table::expect_manifest`). It was kept by (uri, version) alone, so a worker that had read a table
+/// read a table dropped and made again under the same name as the old one ("Not found" for the old
+/// files; seen in a test).
 async fn opened(uri: &str, version: u64, options: &StorageOptions) -> Result<Arc<Dataset>> {
-    let key = (uri.to_owned(), version);
-    if let Some(ds) = OPENED.lock().ok().and_then(|m| m.as_ref()?.get(&key).cloned()) {
-        return Ok(ds);
-    }
-    let ds = Arc::new(table::open_with(uri, Some(version), options).await?);
-    if let Ok(mut guard) = OPENED.lock() {
-        let map = guard.get_or_insert_with(HashMap::new);
-        if map.len() >= OPENED_MAX {
-            map.clear();
-        }
-        map.insert(key, ds.clone());
-    }
-    Ok(ds)
+    Ok(Arc::new(table::open_with(uri, Some(version), options).await?))
 }
 
 /// Rows at physical `offsets` of fragment `fragment_id`, columns `columns`, in offset order.

@@ -24,6 +24,8 @@ pub struct BackfillPlan {
     last_listed: std::sync::Mutex<Option<Vec<Found>>>,
     /// Bytes a row of the inputs takes as stored (the most among a few planned fragments), when known.
     bytes_per_row: Option<f64>,
+    /// The tag of the planned version's manifest (see `table::expect_manifest`), when the store gives one.
+    manifest_tag: Option<String>,
 }
 
 impl BackfillPlan {
@@ -38,6 +40,12 @@ impl BackfillPlan {
     #[getter]
     fn version(&self) -> u64 {
         self.plan.version
+    }
+
+    /// The tag of the planned version's manifest, for the tasks' `expect_manifest`.
+    #[getter]
+    fn manifest_tag(&self) -> Option<String> {
+        self.manifest_tag.clone()
     }
 
     /// Rows that need a value.
@@ -189,10 +197,12 @@ impl BackfillPlan {
 /// those `stale` selects (the rows the current UDF version did not compute). `null_target`: a
 /// column such that `stale` selects every row where it is NULL, so without `filter` a fragment
 /// that never had it filled is planned whole, without a scan; `count_by`: the UDF version
-/// record to count the planned rows by.
+/// record to count the planned rows by. `version`: the latest version as the caller just read it
+/// (the table is not listed again), or None.
 #[pyfunction]
 #[pyo3(signature = (
-    uri, column, job_key, input_columns, filter=None, stale=None, null_target=None, count_by=None, storage_options=None
+    uri, column, job_key, input_columns, filter=None, stale=None, null_target=None, count_by=None, storage_options=None,
+    version=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn plan_backfill(
@@ -206,6 +216,7 @@ fn plan_backfill(
     null_target: Option<String>,
     count_by: Option<String>,
     storage_options: Option<StorageOptions>,
+    version: Option<u64>,
 ) -> PyResult<BackfillPlan> {
     let options = storage_options.unwrap_or_default();
     let store = CheckpointStore::with_options(&uri, &column, &job_key, options.clone());
@@ -213,7 +224,10 @@ fn plan_backfill(
     let plan = block_on(
         py,
         async move {
-            let ds = std::sync::Arc::new(table::open_with(&uri, None, &options).await?);
+            let ds = std::sync::Arc::new(match version {
+                Some(v) => table::open_with(&uri, Some(v), &options).await?,
+                None => table::open_latest_pinned(&uri, &options).await?,
+            });
             table::validate_columns(&ds, std::slice::from_ref(&column))?;
             if let Some(f) = &filter {
                 table::validate_filter(&ds, f).await?;
@@ -241,12 +255,12 @@ fn plan_backfill(
                     };
                 }
             }
-            Ok::<_, backfill::BackfillError>((plan, bytes_per_row))
+            Ok::<_, backfill::BackfillError>((plan, bytes_per_row, table::manifest_tag(&ds)))
         },
         backfill_error,
     )?;
-    let (plan, bytes_per_row) = plan;
-    Ok(BackfillPlan { uri: table_uri, plan, store, last_listed: Default::default(), bytes_per_row })
+    let (plan, bytes_per_row, manifest_tag) = plan;
+    Ok(BackfillPlan { uri: table_uri, plan, store, last_listed: Default::default(), bytes_per_row, manifest_tag })
 }
 
 /// Ascending offsets as [start, end) runs.
@@ -379,6 +393,13 @@ fn column_writer(
         backfill_error,
     )?;
     Ok(writer.map(|w| ColumnWriter { inner: std::sync::Mutex::new(Some(w)) }))
+}
+
+/// In a task: the tag the job's driver saw for `uri` at `version`, so this process opens that
+/// version once (see `table::expect_manifest`).
+#[pyfunction]
+fn expect_manifest(uri: &str, version: u64, tag: &str) {
+    table::expect_manifest(uri, version, tag);
 }
 
 /// A task's computed rows as pyarrow arrays: (physical offsets, values, which failed).
@@ -527,6 +548,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(checkpoint_write, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_fragment, m)?)?;
     m.add_class::<ColumnWriter>()?;
+    m.add_function(wrap_pyfunction!(expect_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(column_writer, m)?)?;
     Ok(())
 }

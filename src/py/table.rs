@@ -50,7 +50,11 @@ fn table_info(
     block_on(
         py,
         async move {
-            let ds = table::open_with(&uri, version, &options).await?;
+            // The latest version is read as a job's driver does: a plan at that version opens it again.
+            let ds = match version {
+                None => table::open_latest_pinned(&uri, &options).await?,
+                Some(_) => table::open_with(&uri, version, &options).await?,
+            };
             Ok::<_, table::TableError>((ds.version_id(), PyArrowType(Schema::from(ds.schema()))))
         },
         table_error,

@@ -61,8 +61,95 @@ pub async fn open(uri: &str, version: Option<u64>) -> Result<Dataset> {
     open_with(uri, version, &StorageOptions::new()).await
 }
 
+/// The identity of the manifest a table was read from: when it was committed (nanoseconds) and its
+/// transaction file's name (a UUID), with the object's e_tag when the store gives one. A local file's
+/// e_tag (inode, mtime, size) alone was seen to match a table dropped and made again.
+pub fn manifest_tag(ds: &Dataset) -> Option<String> {
+    let manifest = ds.manifest();
+    let transaction = manifest.transaction_file.as_deref()?;
+    let e_tag = ds.manifest_location().e_tag.as_deref().unwrap_or("");
+    Some(format!("{}/{transaction}/{e_tag}", manifest.timestamp_nanos))
+}
+
+type PinnedKey = (String, u64, u64);
+
+/// Tables this process opened at a pinned version, with their manifest's tag; and, per (uri,
+/// version), the tag the job's driver saw. A version's manifest never changes, but a table dropped
+/// and made again reuses version numbers: a table is taken from here only when its tag is the
+/// driver's. Saves a request (Lance checks the manifest's object) each time a task, the commit's
+/// task or the commit opens the table again.
+#[derive(Default)]
+struct Pinned {
+    expected: HashMap<(String, u64), String>,
+    opened: HashMap<PinnedKey, (String, Dataset)>,
+}
+
+static PINNED: std::sync::LazyLock<std::sync::Mutex<Pinned>> = std::sync::LazyLock::new(Default::default);
+/// Tables kept open (each holds its manifest: the list of its fragments).
+const PINNED_TABLES: usize = 16;
+
+fn pinned_key(uri: &str, version: u64, options: &StorageOptions) -> PinnedKey {
+    use std::hash::{Hash, Hasher};
+    let mut sorted: Vec<_> = options.iter().collect();
+    sorted.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    sorted.hash(&mut hasher);
+    (uri.to_owned(), version, hasher.finish())
+}
+
+/// Records the tag of the manifest of `uri` at `version` as the job's driver saw it (see `Pinned`).
+pub fn expect_manifest(uri: &str, version: u64, tag: &str) {
+    let mut pinned = PINNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if pinned.expected.len() >= PINNED_TABLES * 4 {
+        pinned.expected.clear();
+    }
+    pinned.expected.insert((uri.to_owned(), version), tag.to_owned());
+}
+
+/// Keeps `ds` (opened at `version`) for the next opens of that version, if its tag is the expected one.
+fn keep_pinned(uri: &str, options: &StorageOptions, ds: &Dataset) {
+    let Some(tag) = manifest_tag(ds) else { return };
+    let version = ds.version().version;
+    let mut pinned = PINNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if pinned.expected.get(&(uri.to_owned(), version)) != Some(&tag) {
+        return;
+    }
+    if pinned.opened.len() >= PINNED_TABLES {
+        pinned.opened.clear();
+    }
+    pinned.opened.insert(pinned_key(uri, version, options), (tag, ds.clone()));
+}
+
+/// `open_with` at the latest version, as the driver of a job: later opens of that version in this
+/// process (the commit) reuse it.
+pub async fn open_latest_pinned(uri: &str, options: &StorageOptions) -> Result<Dataset> {
+    let ds = open_with(uri, None, options).await?;
+    if let Some(tag) = manifest_tag(&ds) {
+        expect_manifest(uri, ds.version().version, &tag);
+        keep_pinned(uri, options, &ds);
+    }
+    Ok(ds)
+}
+
 /// Opens the table at `uri` with `options` (see `crate::store`), at `version` or the latest.
 pub async fn open_with(uri: &str, version: Option<u64>, options: &StorageOptions) -> Result<Dataset> {
+    if let Some(v) = version {
+        let pinned = PINNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let (Some(tag), Some((found, ds))) =
+            (pinned.expected.get(&(uri.to_owned(), v)), pinned.opened.get(&pinned_key(uri, v, options)))
+            && tag == found
+        {
+            return Ok(ds.clone());
+        }
+    }
+    let ds = load(uri, version, options).await?;
+    if version.is_some() {
+        keep_pinned(uri, options, &ds);
+    }
+    Ok(ds)
+}
+
+async fn load(uri: &str, version: Option<u64>, options: &StorageOptions) -> Result<Dataset> {
     crate::store::validate(uri, options).map_err(|e| TableError::Invalid(e.to_string()))?;
     let mut builder = DatasetBuilder::from_uri(uri).with_session(crate::store::session());
     if !options.is_empty() {

@@ -503,6 +503,25 @@ def test_a_short_job_commits_its_fragments_at_once_from_files_its_tasks_wrote(db
     assert lance.dataset(uri, storage_options=options).version == before + 1
 
 
+@STORES
+def test_a_table_made_again_under_the_same_name_is_not_mistaken_for_the_old_one(db) -> None:
+    """Processes keep tables opened at a version (the kernel, the workers): a table dropped and made
+    again has the same versions at the same URI, and must be read anew (its manifest's tag differs)."""
+
+    @geneva.udf(data_type=pa.int64())
+    def plus_one(id: pa.Array) -> pa.Array:
+        return pc.add(id, 1)
+
+    for start in (0, 5000):
+        tbl = db.create_table("again", make_rows(3000, start=start))
+        tbl.add_columns({"plus_one": plus_one})
+        assert tbl.backfill("plus_one").rows_processed == 3000
+        got = theirs(tbl, ["id", "plus_one"])
+        assert got["id"].to_pylist() == list(range(start, start + 3000))
+        assert got["plus_one"].to_pylist() == list(range(start + 1, start + 3001))
+        db.drop_table("again")
+
+
 def test_a_task_that_writes_its_fragments_file_uses_its_checkpoints_and_drops_them(db, tmp_path) -> None:
     """One task for the fragment, a checkpoint every 500 rows: the task writes the column file from
     its checkpoints and the rows it still holds; the checkpoints are gone after the commit."""
