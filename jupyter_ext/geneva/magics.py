@@ -241,7 +241,7 @@ class GenevaMagics(Magics):
         "--batch-bytes",
         type=int,
         metavar="N",
-        help="bytes of input a batch reads (default: 64 MiB; rows per batch follow from the inputs' size)",
+        help="bytes of input a batch reads (default: 32 MiB; rows per batch follow from the inputs' size)",
     )
     @argument(
         "--on-error", choices=("fail", "skip"), default="fail", help="skip: failing rows become NULL and are recorded"
