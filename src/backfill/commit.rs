@@ -99,24 +99,9 @@ pub async fn prepare_fragment(
     held: Vec<Checkpoint>,
     planned: &[u32],
 ) -> Result<DataReplacementGroup> {
-    let ds = table::open_with(table_uri, Some(version), options).await?;
-    let mut names = vec![column.to_owned()];
-    names.extend(stamp.map(|s| s.column.clone()));
-    table::validate_columns(&ds, &names)?;
-    let fields: Vec<lance_core::datatypes::Field> = names
-        .iter()
-        .map(|n| ds.schema().field(n).cloned().ok_or_else(|| TableError::Invalid(format!("no field {n}"))))
-        .collect::<std::result::Result<_, _>>()?;
-    let declared = lance_core::datatypes::Schema { fields: fields.clone(), metadata: Default::default() };
-    let arrow_fields: Vec<Field> = fields.iter().map(Field::from).collect();
-    if let Some(f) = arrow_fields.get(1).filter(|f| f.data_type() != &DataType::Int64) {
-        return Err(TableError::Invalid(format!("version record {} is {}, not Int64", f.name(), f.data_type())).into());
-    }
-    let schema = Arc::new(Schema::new(arrow_fields.clone()));
-    let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
-        fragment: fragment_id,
-        message: format!("not in version {version}"),
-    })?;
+    let Target { declared, schema, fragment } =
+        Target::of(table_uri, options, version, column, stamp.map(|s| s.column.as_str()), fragment_id).await?;
+    let arrow_fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let physical_rows = fragment.physical_rows().await?;
     if planned.len() == physical_rows
         && let Some(parts) = tiling(uris, held.iter(), physical_rows)
@@ -152,6 +137,46 @@ pub async fn prepare_fragment(
     Ok(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?)
 }
 
+/// What a fragment's new column file holds: the column and its version record (`declared`, as
+/// the table declares them; `schema`, as batches carry them), and the fragment at the version.
+struct Target {
+    declared: lance_core::datatypes::Schema,
+    schema: Arc<Schema>,
+    fragment: lance::dataset::fragment::FileFragment,
+}
+
+impl Target {
+    async fn of(
+        table_uri: &str,
+        options: &StorageOptions,
+        version: u64,
+        column: &str,
+        record: Option<&str>,
+        fragment_id: u64,
+    ) -> Result<Self> {
+        let ds = table::open_with(table_uri, Some(version), options).await?;
+        let mut names = vec![column.to_owned()];
+        names.extend(record.map(str::to_owned));
+        table::validate_columns(&ds, &names)?;
+        let fields: Vec<lance_core::datatypes::Field> = names
+            .iter()
+            .map(|n| ds.schema().field(n).cloned().ok_or_else(|| TableError::Invalid(format!("no field {n}"))))
+            .collect::<std::result::Result<_, _>>()?;
+        let declared = lance_core::datatypes::Schema { fields: fields.clone(), metadata: Default::default() };
+        let schema = Arc::new(Schema::new(fields.iter().map(Field::from).collect::<Vec<_>>()));
+        if let Some(f) = schema.fields().get(1).filter(|f| f.data_type() != &DataType::Int64) {
+            return Err(
+                TableError::Invalid(format!("version record {} is {}, not Int64", f.name(), f.data_type())).into()
+            );
+        }
+        let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
+            fragment: fragment_id,
+            message: format!("not in version {version}"),
+        })?;
+        Ok(Self { declared, schema, fragment })
+    }
+}
+
 /// A fragment's new column file (and version record) written as its rows are computed, by the
 /// one task that computes the whole fragment in order: each run of rows is encoded and uploaded
 /// while the next is computed, instead of after the last (on a store, the upload of a column
@@ -178,25 +203,8 @@ impl ColumnWriter {
         fragment_id: u64,
         rows: usize,
     ) -> Result<Option<Self>> {
-        let ds = table::open_with(table_uri, Some(version), options).await?;
-        let names = vec![column.to_owned(), stamp.column.clone()];
-        table::validate_columns(&ds, &names)?;
-        let fields: Vec<lance_core::datatypes::Field> = names
-            .iter()
-            .map(|n| ds.schema().field(n).cloned().ok_or_else(|| TableError::Invalid(format!("no field {n}"))))
-            .collect::<std::result::Result<_, _>>()?;
-        let declared = lance_core::datatypes::Schema { fields: fields.clone(), metadata: Default::default() };
-        let schema = Arc::new(Schema::new(fields.iter().map(Field::from).collect::<Vec<_>>()));
-        if schema.field(1).data_type() != &DataType::Int64 {
-            let f = schema.field(1);
-            return Err(
-                TableError::Invalid(format!("version record {} is {}, not Int64", f.name(), f.data_type())).into()
-            );
-        }
-        let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| BackfillError::Fragment {
-            fragment: fragment_id,
-            message: format!("not in version {version}"),
-        })?;
+        let Target { declared, schema, fragment } =
+            Target::of(table_uri, options, version, column, Some(&stamp.column), fragment_id).await?;
         if fragment.physical_rows().await? != rows {
             return Ok(None);
         }
