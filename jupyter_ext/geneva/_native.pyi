@@ -104,6 +104,9 @@ class BackfillPlan:
     @property
     def version(self) -> int: ...
     @property
+    def manifest_tag(self) -> str | None:
+        """The planned version's manifest as the driver read it (commit time, transaction file, e_tag)."""
+    @property
     def rows(self) -> int:
         """Rows that need a value."""
     @property
@@ -140,10 +143,12 @@ def plan_backfill(
     null_target: str | None = None,
     count_by: str | None = None,
     storage_options: dict[str, str] | None = None,
+    version: int | None = None,
 ) -> BackfillPlan:
     """The rows ``filter`` (the user's ``where``, validated alone) selects among those ``stale`` selects;
     ``null_target``: ``stale`` selects every row where it is NULL (without ``filter`` a fragment never
-    filled is planned whole, without a scan); ``count_by``: the version record planned rows are counted by."""
+    filled is planned whole, without a scan); ``count_by``: the version record planned rows are counted by;
+    ``version``: the latest version as the caller just read it (not listed again), or None."""
 
 class RowRuns:
     """Batches of row ranges of one fragment, read ahead: one batch per range, in order."""
@@ -216,6 +221,30 @@ def prepare_fragment(
 ) -> bytes:
     """Worker: write a fragment's new column file from its checkpoints and the rows tasks handed over
     (``held``: offsets, values, which failed), streamed in offset order; the file, as bytes for the driver."""
+
+class ColumnWriter:
+    """A fragment's new column file, written as the task computing all its rows sends them in order."""
+
+    def write(self, offsets: pa.Array, values: pa.Array, failed: pa.Array | None = None) -> None:
+        """The next run of rows (offsets following the last run's)."""
+    def finish(self) -> bytes:
+        """Closes the file once every row was written: bytes for the driver's ``commit_prepared``."""
+
+def column_writer(
+    uri: str,
+    version: int,
+    column: str,
+    stamp: tuple[str, int],
+    fragment_id: int,
+    rows: int,
+    storage_options: dict[str, str] | None = None,
+) -> ColumnWriter | None:
+    """Starts fragment ``fragment_id``'s new column file at ``version``; None when the fragment holds
+    other than ``rows`` physical rows (the file is then written at the task's end)."""
+
+def expect_manifest(uri: str, version: int, tag: str) -> None:
+    """In a task: the driver's tag of the table's manifest at ``version``; the process opens that
+    version once (a table made again under the same URI has another tag)."""
 
 # -- environment verdicts (src/py/package.rs) --------------------------------------------------
 
