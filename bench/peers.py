@@ -5,8 +5,8 @@ fragments), adding the first quarter of each value (a per-row function: a UDF re
 peers' RecordBatch loop); median of 3 warm runs (after one warm-up), each on a fresh copy of the
 table; each system in a fresh process with at most one ``ray.init(num_cpus=2)``. Memory: the peak
 PSS of the system's process tree (its Ray's GCS, raylet and workers included) above the same tree
-before the job, sampled every 50 ms (tests/python/tree_memory.py); the median and the largest of the
-runs (the warm-up run, on the same table, starts the workers the runs use).
+before the job, sampled every 50 ms (tests/python/tree_memory.py) in two runs of their own after the
+timed ones (the sampler slows a tree of many processes); the median and the largest of them.
 
     .venv/bin/python bench/peers.py [--rows N] [--blob-mib N] [--reps K] [--only SYSTEM ...]
 
@@ -19,6 +19,7 @@ and daft's ``merge_columns_df``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "python"))  # tree_memory: the stdlib only
 JOBS = ("scalar", "batched", "blob")
+MEMORY_RUNS = 2  # runs of each job under the memory sampler, after the timed ones
 PEERS_VENV = Path(os.environ.get("GENEVA_BENCH_PEERS_VENV", Path.home() / ".cache/geneva/bench/peers-venv"))
 PEER_PACKAGES = ["daft==0.7.26", "daft-lance==0.6.0", "lance-ray==0.5.0", "pylance==14.0.2", "ray[data]==2.60.0"]
 
@@ -163,19 +165,25 @@ def child(system: str, source: str, rows: int, blob_rows: int, reps: int) -> Non
         column, table, n = {"scalar": ("flen", "", rows), "batched": ("xy", "", rows), "blob": ("quarter", "blob/", 0)}[
             name
         ]
-        for rep in range(reps + 1):  # the first is the warm-up (its workers are the runs' idle tree)
+        # The first run is the warm-up (its workers are the later runs' idle tree); then the timed
+        # runs; then MEMORY_RUNS runs under the sampler (reading every process's smaps_rollup 20 times
+        # a second slows a tree of many processes more than one process: never during a timed run).
+        for rep in range(reps + 1 + MEMORY_RUNS):
             folder = tempfile.mkdtemp(prefix="geneva-peers-", dir="/var/tmp")
             shutil.copytree(f"{source}/{table}t.lance", f"{folder}/t.lance")
-            time.sleep(0.2)
-            with TreePeak() as peak:
+            sampled = rep > reps
+            if sampled:
+                time.sleep(0.2)
+            with TreePeak() if sampled else contextlib.nullcontext() as peak:
                 started = time.perf_counter()
                 job(folder)
                 took = time.perf_counter() - started
             check(folder, column, n or blob_rows)
             shutil.rmtree(folder, ignore_errors=True)
-            if rep:
-                out.setdefault(name, []).append(took)
+            if sampled:
                 out.setdefault(f"{name}_mem", []).append(peak.above_idle)
+            elif rep:
+                out.setdefault(name, []).append(took)
     print(json.dumps(out))
 
 
@@ -248,7 +256,7 @@ def main() -> int:
     print(
         f"\n{args.rows:,} rows, 8 fragments; blob: {args.blob_mib:,} rows of 1 MiB, 8 fragments; median of "
         f"{args.reps} warm runs (ratio: the peer's time / geneva's); memory: the process tree's peak PSS above "
-        "its idle PSS, median (largest) of the runs\n"
+        f"its idle PSS, median (largest) of {MEMORY_RUNS} more runs under the sampler\n"
     )
     print("| system | scalar | batched | blob (quarter of each value) | blob: peak memory | 1M rows: peak memory |")
     print("|---|---|---|---|---|---|")
