@@ -139,9 +139,7 @@ class _Tally:
     held: dict[int, list[Any]] = field(default_factory=dict)
     # Per fragment whose one task wrote its column file: the file (prepared, not yet committed), and
     # whether that task wrote checkpoints on the way (to delete once it is committed).
-    prepared: dict[int, bytes] = field(default_factory=dict)
-    own: set[int] = field(default_factory=set)
-    checkpointed: set[int] = field(default_factory=set)
+    prepared: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
 
     def add(self, outcome: dict[str, Any], sign: int = 1) -> None:
         self.processed += sign * outcome["processed"]
@@ -536,7 +534,9 @@ class Job:
         self._attempts: dict[int, _Attempt] = {}  # by id() of the running tasks' dicts
         self._reruns: list[dict[str, Any]] = []  # tasks to run again (their workers died)
         self._write_version = plan.version  # the version new column files are written and committed at
-        self._ready: list[tuple[int, bytes]] = []  # fragments' column files written, not yet committed
+        # Fragments' column files written, not yet committed: (fragment, file, whether its checkpoints
+        # must be listed to be dropped: False for a file its one task wrote without checkpointing).
+        self._ready: list[tuple[int, bytes, bool]] = []
         self._ready_since = 0.0
         self._progress = Progress(
             job_id=self.job_id,
@@ -814,8 +814,7 @@ class Job:
             task["hand_over"] = self._streaming and per_fragment[fid] - seen[fid] < self._inflight
             task["write"] = None
             if task["hand_over"] and per_fragment[fid] == 1 and not any(done for _, _, done in task["batches"]):
-                column, stamp = self._stamp
-                task["write"] = {"version": self._write_version, "column": self.column, "stamp": (column, stamp)}
+                task["write"] = {"version": self._write_version, "column": self.column, "stamp": self._stamp}
 
     def _replan(self, tally: _Tally) -> Any:
         """Plans again, at the latest version, the rows of fragments someone rewrote (a compaction)
@@ -1010,9 +1009,7 @@ class Job:
         if report.get("held"):  # the task's next item holds its last rows: kept as a reference, never fetched
             tally.held.setdefault(task["fragment_id"], []).append(next(ref))
         if "prepared" in report:  # the task wrote its fragment's column file
-            tally.prepared[task["fragment_id"]] = report["prepared"]
-            if report["checkpoints"]:
-                tally.checkpointed.add(task["fragment_id"])
+            tally.prepared[task["fragment_id"]] = (report["prepared"], report["checkpoints"] > 0)
         return report.get("last", False)
 
     def _prepare(self, fragment_ids: list[int], tally: _Tally, ray: Any, store: dict[str, str] | None) -> None:
@@ -1024,8 +1021,7 @@ class Job:
         if not self._ready:
             self._ready_since = time.monotonic()
         own = [fid for fid in fragment_ids if fid in tally.prepared]
-        self._ready.extend((fid, tally.prepared.pop(fid)) for fid in own)
-        tally.own.update(own)
+        self._ready.extend((fid, *tally.prepared.pop(fid)) for fid in own)
         fragment_ids = [fid for fid in fragment_ids if fid not in own]
         if not fragment_ids:
             return
@@ -1064,7 +1060,7 @@ class Job:
         except ray.exceptions.RayError as exc:
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
             raise BackfillError(f"writing fragments {fragment_ids} failed: {cause}") from None
-        self._ready.extend(zip(fragment_ids, prepared, strict=True))
+        self._ready.extend((fid, group, True) for fid, group in zip(fragment_ids, prepared, strict=True))
         self._update(stage="running")
 
     def _publish(self, tally: _Tally, force: bool) -> None:
@@ -1075,9 +1071,9 @@ class Job:
         if not self._ready or not (force or time.monotonic() - self._ready_since >= COMMIT_SECONDS):
             return
         ready, self._ready = self._ready, []
-        fragment_ids = [fid for fid, _ in ready]
+        fragment_ids = [fid for fid, _, _ in ready]
         self._update(stage="committing")
-        tally.version, lost = self._plan.commit_prepared(self._write_version, [group for _, group in ready])
+        tally.version, lost = self._plan.commit_prepared(self._write_version, [group for _, group, _ in ready])
         # Lost fragments' checkpoints are of rows that moved (their positions are gone): dropped too.
         tally.lost.extend(lost)
         committed = set(fragment_ids) - set(lost)
@@ -1085,15 +1081,10 @@ class Job:
         tally.errors = [e for e in tally.errors if e["fragment_id"] not in lost]
         if errors:
             self._record_errors(errors)
-        # The fragments written by their one task hold checkpoints only if that task wrote some.
-        listed = [fid for fid in fragment_ids if fid not in tally.own]
-        if listed:
-            self._plan.remove_checkpoints(listed)
-        own = [fid for fid in fragment_ids if fid in tally.checkpointed]
-        if own:  # listed again: their checkpoints may be newer than the listing above used
-            self._plan.remove_checkpoints(own)
-        tally.own.difference_update(fragment_ids)
-        tally.checkpointed.difference_update(fragment_ids)
+        # A fragment written by its one task holds checkpoints only if that task wrote some.
+        dropped = [fid for fid, _, checkpointed in ready if checkpointed]
+        if dropped:
+            self._plan.remove_checkpoints(dropped)
         tally.committed += len(committed)
         self._update(stage="running", fragments_committed=tally.committed)
 

@@ -219,10 +219,12 @@ def run_task(
             computed = _compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts, opened)
             if writer is not None:
                 writer.write(batch_offsets, *computed)
-            if pending.add(batch_offsets, *computed):
+            flushed = pending.add(batch_offsets, *computed)
+            if flushed:
                 counts.checkpointed(index + 1)
-        # Reported at once after a checkpoint: if the worker dies, its rerun starts from there.
-        if counts.due() or counts.durable is not None:
+                # Reported at once: if the worker dies, its rerun starts from this checkpoint.
+                yield counts.take()
+        if counts.due():
             yield counts.take()
     yield from _finish(table_uri, task, pending, counts, store, writer)
 
@@ -249,26 +251,26 @@ def _finish(
     """A task's last reports, marked last (the driver can commit on it without waiting for the task's
     end), with its last rows written to where the fragment's commit finds them."""
     write = task.get("write")
-    if writer is not None:  # every row is in the file already (the rows held are not needed)
-        prepared = writer.finish()
-        yield {**counts.take(), "last": True, "prepared": prepared, "checkpoints": len(pending.written)}
-        return
     if write is not None:
-        # The task covers its whole fragment: it writes the fragment's new column file itself, from
-        # the checkpoints it wrote and the rows it holds, and reports the file for the driver to
-        # commit (no hand-over, no separate task, the rows never leave this process).
-        held = [pending.take()] if pending.offsets else []
-        prepared = _native.prepare_fragment(
-            table_uri,
-            write["version"],
-            write["column"],
-            write["stamp"],
-            task["fragment_id"],
-            pending.written,
-            _runs(task),
-            store,
-            held,
-        )
+        # The task covers its whole fragment: it writes the fragment's new column file itself and
+        # reports it for the driver to commit (no hand-over, no separate task, the rows never leave
+        # this process): streamed as it computed, or now from the checkpoints it wrote and the rows
+        # it holds.
+        if writer is not None:
+            prepared = writer.finish()
+        else:
+            held = [pending.take()] if pending.offsets else []
+            prepared = _native.prepare_fragment(
+                table_uri,
+                write["version"],
+                write["column"],
+                write["stamp"],
+                task["fragment_id"],
+                pending.written,
+                _runs(task),
+                store,
+                held,
+            )
         yield {**counts.take(), "last": True, "prepared": prepared, "checkpoints": len(pending.written)}
         return
     if task.get("hand_over") and pending.offsets:

@@ -21,7 +21,7 @@ pub struct BackfillPlan {
     store: CheckpointStore,
     /// The checkpoints `fragment_work` listed, for the `remove_checkpoints` after that commit
     /// (one listing per commit: on a store each is a request that grows with the checkpoints).
-    last_listed: std::sync::Mutex<Option<Vec<Found>>>,
+    last_listed: std::sync::Mutex<Option<(Vec<u64>, Vec<Found>)>>,
     /// Bytes a row of the inputs takes as stored (the most among a few planned fragments), when known.
     bytes_per_row: Option<f64>,
     /// The tag of the planned version's manifest (see `table::expect_manifest`), when the store gives one.
@@ -158,7 +158,7 @@ impl BackfillPlan {
             .map(|f| (f.fragment_id, backfill::checkpoints_of(f, &found), runs_of(&f.offsets)))
             .collect();
         if let Ok(mut last) = self.last_listed.lock() {
-            *last = Some(found);
+            *last = Some((fragment_ids, found));
         }
         Ok(work)
     }
@@ -177,13 +177,14 @@ impl BackfillPlan {
         Ok((committed.version, committed.lost))
     }
 
-    /// Deletes the checkpoints of `fragment_ids` (after they are committed).
-    /// Lists them again unless the last `fragment_work` did (the tasks of these fragments have ended).
+    /// Deletes the checkpoints of `fragment_ids` (after they are committed). Lists them again
+    /// unless the last `fragment_work` listed them all (after the tasks of these fragments ended:
+    /// a fragment its one task wrote, with checkpoints, was listed by none).
     fn remove_checkpoints(&self, py: Python<'_>, fragment_ids: Vec<u64>) -> PyResult<()> {
         let listed = self.last_listed.lock().ok().and_then(|mut last| last.take());
         let listed = match listed {
-            Some(found) => found,
-            None => self.listed(py)?,
+            Some((ids, found)) if fragment_ids.iter().all(|f| ids.contains(f)) => found,
+            _ => self.listed(py)?,
         };
         let uris: Vec<String> =
             listed.into_iter().filter(|f| fragment_ids.contains(&f.fragment_id)).map(|f| f.uri).collect();
