@@ -9,6 +9,8 @@
 //! cloud's tools read (`AWS_*`, `AZURE_STORAGE_*`, `GOOGLE_*`). Option values are secrets as
 //! often as not: they are never put in an error, a log or a repr (`redacted`).
 
+mod one_put;
+
 use lance::session::Session;
 use lance_io::object_store::{ObjectStore, ObjectStoreParams, ObjectStoreProvider, ObjectStoreRegistry};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -276,6 +278,13 @@ impl ObjectStoreProvider for CloudProvider {
         let options = params.storage_options().cloned().unwrap_or_default();
         let root = format!("{}://{}", base_path.scheme(), base_path.authority());
         let inner = client(&root, &options).map_err(|e| lance_core::Error::invalid_input(e.to_string()))?;
+        // Files Lance starts uploading in parts but that end small are one PUT (see `one_put`); not for
+        // stores that need parts of one size (R2: `use_constant_size_upload_parts`).
+        let inner: Arc<dyn object_store::ObjectStore> = if params.use_constant_size_upload_parts {
+            inner
+        } else {
+            Arc::new(one_put::OnePut::new(inner, one_put::ONE_PUT_BYTES))
+        };
         let retries = options.get("download_retry_count").and_then(|v| v.parse().ok()).unwrap_or(3);
         Ok(ObjectStore::new(
             inner,

@@ -128,8 +128,11 @@ class BackfillPlan:
     def remove_checkpoints(self, fragment_ids: list[int]) -> None: ...
     def prepare_records(self, column: str, fragment_ids: list[int], stamp: tuple[str, int]) -> int:
         """Driver, before files are prepared on the cluster: the version to prepare and commit at."""
-    def fragment_work(self, fragment_ids: list[int]) -> list[tuple[int, list[str], list[tuple[int, int]]]]:
-        """(fragment id, checkpoint URIs, planned offsets as [start, end) runs) per fragment."""
+    def fragment_work(
+        self, fragment_ids: list[int], written: list[int]
+    ) -> list[tuple[int, list[str], list[tuple[int, int]]]]:
+        """(fragment id, checkpoint URIs, planned offsets as [start, end) runs) per fragment; the checkpoints
+        are listed unless none of the fragments had any when planned and none is in ``written``."""
     def commit_prepared(self, version: int, prepared: list[bytes]) -> tuple[int, list[int]]:
         """Driver: publish files the workers prepared as one DataReplacement; as ``commit``."""
 

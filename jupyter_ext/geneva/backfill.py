@@ -140,6 +140,8 @@ class _Tally:
     # Per fragment whose one task wrote its column file: the file (prepared, not yet committed), and
     # whether that task wrote checkpoints on the way (to delete once it is committed).
     prepared: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
+    # Fragments whose tasks wrote checkpoints in this job (or may have: a task whose worker died).
+    checkpointed: set[int] = field(default_factory=set)
 
     def add(self, outcome: dict[str, Any], sign: int = 1) -> None:
         self.processed += sign * outcome["processed"]
@@ -358,7 +360,8 @@ def start(
     # Tracked only once it can run: a session's exit waits for its jobs, never for one that did not start.
     if session is not None:
         session.track(job)
-    job.record()
+    # A blocking job's id is seen only as it runs: its first record need not hold up its start.
+    job.record(at_once=not wait)
     if wait:
         job._run()
     else:
@@ -592,12 +595,13 @@ class Job:
 
     # -- driver ----------------------------------------------------------------
 
-    def record(self) -> None:
-        """Records the job in its database (before it runs: another kernel can find it by its id at once)."""
+    def record(self, at_once: bool = True) -> None:
+        """Records the job in its database: before it runs (another kernel can find it by its id at
+        once), or with ``at_once=False`` as it starts (see ``Recorder.start``)."""
         from geneva.jobs import Recorder
 
         self._recorder = Recorder(self)
-        self._recorder.start()
+        self._recorder.start(at_once)
 
     @property
     def _store(self) -> dict[str, str] | None:
@@ -1003,8 +1007,11 @@ class Job:
             except StopIteration:
                 return True
         except _WorkerDied as died:
+            tally.checkpointed.add(task["fragment_id"])  # it may have written one it did not report
             raise _Rerun(self._rerun(task, tally, died)) from None
         tally.add(report)
+        if "durable" in report:
+            tally.checkpointed.add(task["fragment_id"])
         self._attempts.setdefault(id(task), _Attempt()).add(report)
         if report.get("held"):  # the task's next item holds its last rows: kept as a reference, never fetched
             tally.held.setdefault(task["fragment_id"], []).append(next(ref))
@@ -1028,6 +1035,7 @@ class Job:
         self._update(stage="committing")
         version = self._write_version
         prepare = _prepare_task(ray)
+        work = self._plan.fragment_work(fragment_ids, sorted(tally.checkpointed))
         refs = [
             prepare.remote(
                 self.table.uri,
@@ -1041,7 +1049,7 @@ class Job:
                 self._plan.manifest_tag if version == self._plan.version else None,
                 *tally.held.pop(fid, []),
             )
-            for fid, checkpoints, runs in self._plan.fragment_work(fragment_ids)
+            for fid, checkpoints, runs in work
         ]
         try:
             prepared = ray.get(refs)
@@ -1060,7 +1068,9 @@ class Job:
         except ray.exceptions.RayError as exc:
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
             raise BackfillError(f"writing fragments {fragment_ids} failed: {cause}") from None
-        self._ready.extend((fid, group, True) for fid, group in zip(fragment_ids, prepared, strict=True))
+        self._ready.extend(
+            (fid, group, bool(checkpoints)) for (fid, checkpoints, _), group in zip(work, prepared, strict=True)
+        )
         self._update(stage="running")
 
     def _publish(self, tally: _Tally, force: bool) -> None:

@@ -22,6 +22,9 @@ pub struct BackfillPlan {
     /// The checkpoints `fragment_work` listed, for the `remove_checkpoints` after that commit
     /// (one listing per commit: on a store each is a request that grows with the checkpoints).
     last_listed: std::sync::Mutex<Option<(Vec<u64>, Vec<Found>)>>,
+    /// The fragments that had checkpoints when `tasks` listed them: a fragment with none then, whose
+    /// tasks wrote none, is prepared without listing them again.
+    had_checkpoints: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Bytes a row of the inputs takes as stored (the most among a few planned fragments), when known.
     bytes_per_row: Option<f64>,
     /// The tag of the planned version's manifest (see `table::expect_manifest`), when the store gives one.
@@ -92,6 +95,9 @@ impl BackfillPlan {
         let batch_size = batch_size.max(1);
         let per_task = (task_size / batch_size).max(1) * batch_size;
         let found = self.listed(py)?;
+        if let Ok(mut had) = self.had_checkpoints.lock() {
+            *had = found.iter().map(|f| f.fragment_id).collect();
+        }
         let mut out = Vec::new();
         for frag in &self.plan.fragments {
             let covered = backfill::covered(frag, &found);
@@ -142,14 +148,18 @@ impl BackfillPlan {
     }
 
     /// What a worker needs to prepare each of `fragment_ids`: (fragment id, its checkpoint URIs,
-    /// its planned offsets as [start, end) runs: a few numbers, not an offset per row).
+    /// its planned offsets as [start, end) runs: a few numbers, not an offset per row). The
+    /// checkpoints are listed unless none of the fragments had any when planned and none is in
+    /// `written` (the fragments whose tasks wrote checkpoints, or may have: a task whose worker died).
     #[allow(clippy::type_complexity)]
     fn fragment_work(
         &self,
         py: Python<'_>,
         fragment_ids: Vec<u64>,
+        written: Vec<u64>,
     ) -> PyResult<Vec<(u64, Vec<String>, Vec<(u32, u32)>)>> {
-        let found = self.listed(py)?;
+        let had = self.had_checkpoints.lock().map(|had| fragment_ids.iter().any(|f| had.contains(f))).unwrap_or(true);
+        let found = if had || fragment_ids.iter().any(|f| written.contains(f)) { self.listed(py)? } else { Vec::new() };
         let work = self
             .plan
             .fragments
@@ -261,7 +271,15 @@ fn plan_backfill(
         backfill_error,
     )?;
     let (plan, bytes_per_row, manifest_tag) = plan;
-    Ok(BackfillPlan { uri: table_uri, plan, store, last_listed: Default::default(), bytes_per_row, manifest_tag })
+    Ok(BackfillPlan {
+        uri: table_uri,
+        plan,
+        store,
+        last_listed: Default::default(),
+        had_checkpoints: Default::default(),
+        bytes_per_row,
+        manifest_tag,
+    })
 }
 
 /// Ascending offsets as [start, end) runs.

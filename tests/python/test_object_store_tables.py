@@ -92,6 +92,50 @@ def test_skip_errors_and_a_rerun_on_s3(s3) -> None:
     assert tbl.backfill("p", on_error="skip").rows_failed == 4  # the failed rows, again
 
 
+def test_a_column_file_of_a_few_mib_is_one_put_and_a_job_lists_its_checkpoints_once(s3, s3_server) -> None:
+    """Lance uploads a file past 5 MiB in parts (start, parts, complete: two requests more, and a store
+    that joins the parts); up to 16 MiB geneva sends it as one PUT, past that in parts, whole. A job
+    whose fragments had no checkpoint and wrote none lists the checkpoints once, when planning."""
+    import numpy as np
+    import pyarrow.compute as pc
+    from object_stores import StoreProxy
+
+    @geneva.udf(data_type=pa.float64())
+    def half(x: pa.Array) -> pa.Array:
+        return pc.multiply(x, 0.5)
+
+    triple_type = pa.list_(pa.float64(), 3)
+
+    @geneva.udf(data_type=triple_type)
+    def triple(x: pa.Array) -> pa.Array:
+        values = pc.cast(x, pa.float64()).to_numpy()
+        return pa.FixedSizeListArray.from_arrays(np.repeat(values, 3), 3)
+
+    proxy = StoreProxy(s3_server.endpoint)
+    try:
+        uri, options = s3
+        db = geneva.connect(uri, storage_options={**options, "aws_endpoint": proxy.endpoint})
+        rows = 1_000_000  # one fragment
+        tbl = db.create_table("t", pa.table({"x": np.arange(rows, dtype=np.int64)}))
+        tbl.add_columns({"half": half, "triple": triple})
+        for column, one_put in (("half", True), ("triple", False)):  # files of 8 MB and 24 MB
+            proxy.log.clear()
+            assert tbl.backfill(column).rows_processed == rows
+            writes = [r for r in proxy.log if "/t.lance/data/" in r and not r.startswith("GET ")]
+            if one_put:
+                assert len(writes) == 1 and writes[0].startswith("PUT "), writes
+            else:
+                assert any("?uploads" in w for w in writes) and len(writes) >= 4, writes
+            listings = [r for r in proxy.log if "list-type=2" in r and "_geneva%2Fcheckpoints" in r]
+            assert len(listings) == 1, listings
+        got = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "half", "triple"])
+        x = got["x"].to_numpy()
+        assert got["half"].to_numpy().tolist() == (x * 0.5).tolist()
+        assert pc.list_flatten(got["triple"]).to_numpy().tolist() == np.repeat(x.astype(np.float64), 3).tolist()
+    finally:
+        proxy.stop()
+
+
 def test_per_table_options_override_the_connection(s3, s3_server) -> None:
     from ray_head import free_port
 
