@@ -22,11 +22,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from geneva import _native, driver
 from geneva import tasks as worker
 from geneva.blobs import is_blob
+from geneva.commits import Commits
 from geneva.db import _visible_schema, did_you_mean, version_record
 from geneva.exceptions import (
     BackfillCancelled,
@@ -52,7 +51,6 @@ BATCH_BYTES = 32 << 20  # a batch reads about this much input (as stored), at le
 TASK_BATCHES_BY_BYTES = 2  # batches per task when their bytes, not their rows, bound them
 WAIT_SECONDS = 0.5  # the driver notices a cancel within this long
 ON_ERROR = ("fail", "skip")
-COMMIT_SECONDS = 2.0  # finished fragments are committed together, at most this long after the first
 REPLANS = 3  # times a job plans again the rows of fragments rewritten under it, before it gives up
 TASK_RETRIES = 3  # times a task is run again after its worker process (or node) died, before the job fails
 
@@ -532,15 +530,10 @@ class Job:
         self._result: BackfillResult | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
-        self._errors_written = False
         self._recorder: Recorder | None = None  # the job's record in the database (see jobs.py)
         self._attempts: dict[int, _Attempt] = {}  # by id() of the running tasks' dicts
         self._reruns: list[dict[str, Any]] = []  # tasks to run again (their workers died)
-        self._write_version = plan.version  # the version new column files are written and committed at
-        # Fragments' column files written, not yet committed: (fragment, file, whether its checkpoints
-        # must be listed to be dropped: False for a file its one task wrote without checkpointing).
-        self._ready: list[tuple[int, bytes, bool]] = []
-        self._ready_since = 0.0
+        self._commits = Commits(table, column, self.job_id, self._stamp, plan, self._update, self._say)
         self._progress = Progress(
             job_id=self.job_id,
             column=column,
@@ -759,7 +752,7 @@ class Job:
             if tasks:
                 # Fragments whose values predate version records get an all-NULL one first (a commit,
                 # rarely needed): the files are written, and committed, at the version that made.
-                self._write_version = plan.prepare_records(self.column, [f[0] for f in plan.fragments()], self._stamp)
+                self._commits.version = plan.prepare_records(self.column, [f[0] for f in plan.fragments()], self._stamp)
             self._hand_over(tasks)
             for task in tasks:
                 task["checkpoint_seconds"] = interval
@@ -798,6 +791,11 @@ class Job:
             udf_retries=tally.udf_retries,
         )
 
+    def _say(self, note: str) -> None:
+        """Tells the user, and keeps it among the job's notes (its result carries them)."""
+        self.notes.append(note)
+        print(f"geneva: {note}")
+
     @functools.cached_property
     def _stamp(self) -> tuple[str, int]:
         """The version record's column and the id this job's values are recorded with."""
@@ -818,21 +816,21 @@ class Job:
             task["hand_over"] = self._streaming and per_fragment[fid] - seen[fid] < self._inflight
             task["write"] = None
             if task["hand_over"] and per_fragment[fid] == 1 and not any(done for _, _, done in task["batches"]):
-                task["write"] = {"version": self._write_version, "column": self.column, "stamp": self._stamp}
+                task["write"] = {"version": self._commits.version, "column": self.column, "stamp": self._stamp}
 
     def _replan(self, tally: _Tally) -> Any:
         """Plans again, at the latest version, the rows of fragments someone rewrote (a compaction)
         or removed before they could be committed: their rows now live in other fragments."""
         lost, tally.lost = sorted(tally.lost), []
-        self._plan = plan = _plan(self.table, self.column, self.udf, self._inputs, self._opts.where)
+        plan = _plan(self.table, self.column, self.udf, self._inputs, self._opts.where)
+        self._plan = self._commits.plan = plan
         tally.redone += len(lost)
         note = (
             f"{len(lost)} fragment(s) ({', '.join(map(str, lost))}) were rewritten by a concurrent commit (a "
             f"compaction, a delete) before their values were committed: planned again at version {plan.version}, "
             f"{plan.rows:,} row(s) to compute (their rows, and any appended since)"
         )
-        self.notes.append(note)
-        print(f"geneva: {note}")
+        self._say(note)
         p = self.progress()
         self._update(rows_total=p.rows_total + plan.rows, fragments_total=p.fragments_total + len(plan.fragments()))
         return plan
@@ -896,17 +894,17 @@ class Job:
                     udf_retries=tally.udf_retries,
                 )
                 if finished:
-                    self._prepare(finished, tally, ray, store)
-                self._publish(tally, force=not (queue or inflight or self._reruns))
+                    self._commits.add(finished, tally, ray, store)
+                self._commits.publish(tally, force=not (queue or inflight or self._reruns))
         except BaseException:
             for ref in inflight:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-            if self._ready:
+            if self._commits.waiting:
                 # Fragments whose files are written are committed as they would have been had the job
                 # gone on (a cancel or a failure elsewhere keeps them), then the job ends.
                 with contextlib.suppress(Exception):
-                    self._publish(tally, force=True)
+                    self._commits.publish(tally, force=True)
             raise
 
     def _take_ready(
@@ -1018,132 +1016,6 @@ class Job:
         if "prepared" in report:  # the task wrote its fragment's column file
             tally.prepared[task["fragment_id"]] = (report["prepared"], report["checkpoints"] > 0)
         return report.get("last", False)
-
-    def _prepare(self, fragment_ids: list[int], tally: _Tally, ray: Any, store: dict[str, str] | None) -> None:
-        """Adds finished fragments to those ready to commit, with their new column files (and
-        version records): written by the fragment's one task, or now by a task that writes it from
-        the fragment's checkpoints and the rows its tasks handed over. Tasks write the files (also
-        on the embedded Ray: the kernel's memory does not grow with a column file); the driver
-        commits metadata only."""
-        if not self._ready:
-            self._ready_since = time.monotonic()
-        own = [fid for fid in fragment_ids if fid in tally.prepared]
-        self._ready.extend((fid, *tally.prepared.pop(fid)) for fid in own)
-        fragment_ids = [fid for fid in fragment_ids if fid not in own]
-        if not fragment_ids:
-            return
-        self._update(stage="committing")
-        version = self._write_version
-        prepare = _prepare_task(ray)
-        work = self._plan.fragment_work(fragment_ids, sorted(tally.checkpointed))
-        refs = [
-            prepare.remote(
-                self.table.uri,
-                version,
-                self.column,
-                self._stamp,
-                fid,
-                checkpoints,
-                runs,
-                store,
-                self._plan.manifest_tag if version == self._plan.version else None,
-                *tally.held.pop(fid, []),
-            )
-            for fid, checkpoints, runs in work
-        ]
-        try:
-            prepared = ray.get(refs)
-        except (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError) as exc:
-            # Rows a task handed over died with its node before the commit: the fragments are planned
-            # again (their checkpointed rows resume; the rows held in memory are computed again).
-            note = (
-                f"rows of fragment(s) {fragment_ids} held in memory for their commit were lost with their node "
-                f"({type(exc).__name__}): planned again"
-            )
-            self.notes.append(note)
-            print(f"geneva: {note}")
-            tally.lost.extend(fragment_ids)
-            self._update(stage="running")
-            return
-        except ray.exceptions.RayError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-            raise BackfillError(f"writing fragments {fragment_ids} failed: {cause}") from None
-        self._ready.extend(
-            (fid, group, bool(checkpoints)) for (fid, checkpoints, _), group in zip(work, prepared, strict=True)
-        )
-        self._update(stage="running")
-
-    def _publish(self, tally: _Tally, force: bool) -> None:
-        """Commits the fragments ready to commit, their values and version records in one
-        transaction, once ``COMMIT_SECONDS`` have passed since the first of them was ready (or when
-        ``force``d: at the job's end); then records the errors of the committed rows (so a job
-        cancelled later keeps them) and drops their checkpoints. A short job commits once."""
-        if not self._ready or not (force or time.monotonic() - self._ready_since >= COMMIT_SECONDS):
-            return
-        ready, self._ready = self._ready, []
-        fragment_ids = [fid for fid, _, _ in ready]
-        self._update(stage="committing")
-        tally.version, lost = self._plan.commit_prepared(self._write_version, [group for _, group, _ in ready])
-        # Lost fragments' checkpoints are of rows that moved (their positions are gone): dropped too.
-        tally.lost.extend(lost)
-        committed = set(fragment_ids) - set(lost)
-        errors = [e for e in tally.errors if e["fragment_id"] in committed]
-        tally.errors = [e for e in tally.errors if e["fragment_id"] not in lost]
-        if errors:
-            self._record_errors(errors)
-        # A fragment written by its one task holds checkpoints only if that task wrote some.
-        dropped = [fid for fid, _, checkpointed in ready if checkpointed]
-        if dropped:
-            self._plan.remove_checkpoints(dropped)
-        tally.committed += len(committed)
-        self._update(stage="running", fragments_committed=tally.committed)
-
-    def _record_errors(self, errors: list[dict[str, Any]]) -> None:
-        """Appends per-row error records to the job's error table."""
-        uri = f"{self.table.uri}/_geneva/errors/{self.job_id}.lance"
-        rows = pa.Table.from_pylist(
-            [{**e, "job_id": self.job_id, "column": self.column} for e in errors],
-            schema=pa.schema(
-                [
-                    ("job_id", pa.string()),
-                    ("column", pa.string()),
-                    ("fragment_id", pa.uint64()),
-                    ("offset", pa.uint32()),
-                    ("inputs", pa.string()),
-                    ("error", pa.string()),
-                    ("traceback", pa.string()),
-                ]
-            ),
-        )
-        if self._errors_written:
-            _native.table_append(uri, rows.to_reader(), self.table._storage_options)
-        else:
-            _native.table_create(uri, rows.to_reader(), False, self.table._storage_options)
-            self._errors_written = True
-
-
-@functools.cache
-def _prepare_task(ray: Any) -> Any:
-    """The task that writes a fragment's new column file: on a node that runs tasks (a head with no
-    CPUs may not reach the store), with a sliver of a CPU so it never waits long behind the UDF tasks."""
-    return ray.remote(num_cpus=0.01, max_retries=1)(_prepare_fragment)
-
-
-def _prepare_fragment(
-    uri: str,
-    version: int,
-    column: str,
-    stamp: tuple[str, int],
-    fragment_id: int,
-    checkpoints: list[str],
-    runs: list[tuple[int, int]],
-    store: dict[str, str] | None,
-    manifest_tag: str | None,
-    *held: tuple[pa.Array, pa.Array, pa.Array | None],
-) -> bytes:
-    """``held``: rows tasks handed over (Ray resolved their references to the arrays, on this node)."""
-    worker.expect_manifest(uri, version, manifest_tag)
-    return _native.prepare_fragment(uri, version, column, stamp, fragment_id, checkpoints, runs, store, list(held))
 
 
 @functools.cache
