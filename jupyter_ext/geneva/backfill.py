@@ -233,7 +233,7 @@ class _Cluster:
     worker_env: dict[str, Any] | None = None  # the session's shipped layers (geneva._worker.apply)
     runtime_env: dict[str, Any] | None = None
     forward_credentials: bool = True
-    driver: str = "kernel"  # where the driver runs: "kernel", or "actor geneva-job-<id>" on the cluster
+    driver: str = "kernel"  # where the driver runs: "kernel", or "actor geneva-driver-<id>" on the cluster
     user: str = ""  # who started the job, and on which machine (the kernel's, wherever the driver runs)
     host: str = ""
 
@@ -336,9 +336,7 @@ def start(
 
     session = active_session()
     detach = session is not None and session.detaches
-    # A detached job takes the id of the actor started ahead for it, if there is one (geneva.driver).
-    job_id = driver.next_id(session) if detach else None
-    job = prepare(table, column, opts, _cluster_of(session), job_id=job_id)
+    job = prepare(table, column, opts, _cluster_of(session))
     # Ray is started (or the session's checked) here, in the caller's thread: an embedded Ray
     # started from a job's own thread is tied to it, and the process crashed once that thread
     # had ended and the next job used Ray (seen in a kernel: one async job, then another).

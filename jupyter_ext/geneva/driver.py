@@ -1,17 +1,18 @@
 """Detached drivers: on a remote session a backfill's driver runs on the cluster, not in the kernel.
 
 On a Ray Client or KubeRay session ``backfill()`` validates and plans in the kernel (bad input
-fails there and nothing starts), has one probe task open the table on the cluster, then starts the
-job's driver as a detached, named Ray actor: ``geneva-job-<id>`` in namespace ``geneva``, with no
-CPU, in the session's runtime environment. The actor plans again at the table's latest version,
-dispatches the tasks (generator tasks: they report as they go and hand their last rows to the
-commit, which Ray Client cannot do), commits, and writes the job's record. The job goes on when the
-kernel exits, restarts or loses its connection.
+fails there and nothing starts), has one probe task open the table on the cluster, then hands the
+job to the session's driver on the cluster: a detached, named Ray actor (``geneva-driver-<id>`` in
+namespace ``geneva``, no CPU, the session's runtime environment) that runs each of the session's
+jobs in a thread of its own. It plans the job again at the table's latest version, dispatches the
+tasks (generator tasks: they report as they go and hand their last rows to the commit, which Ray
+Client cannot do), commits, and writes the job's record. The jobs go on when the kernel exits,
+restarts or loses its connection.
 
 The kernel holds a ``DetachedJob``: the ``Job`` interface (``progress()``, ``wait()``, ``result()``,
 ``cancel()``), asking the actor at most once every ``POLL_SECONDS``. Another kernel connected to
-the same cluster gets one from ``db.get_job(job_id)``. An ended job's actor answers for
-``LINGER_SECONDS`` and then exits; its record keeps the outcome (``geneva.jobs.JobHandle``).
+the same cluster gets one from ``db.get_job(job_id)`` (the record names the actor). An ended job is
+answered for ``LINGER_SECONDS``; after that its record keeps the outcome (``geneva.jobs.JobHandle``).
 """
 
 from __future__ import annotations
@@ -31,32 +32,57 @@ if TYPE_CHECKING:
     from geneva.jobs import JobRecord
 
 NAMESPACE = "geneva"
-PREFIX = "geneva-job-"
-LINGER_SECONDS = 120.0  # an ended job's actor answers this long (its result), then exits
-IDLE_SECONDS = 600.0  # an actor started ahead of its job that no job takes ends itself after this long
+PREFIX = "geneva-driver-"
+LINGER_SECONDS = 120.0  # an ended job is answered for this long (its result), then forgotten by the actor
+IDLE_SECONDS = 600.0  # a driver actor without a job ends itself after this long (its kernel died)
+TIDY_SECONDS = 5.0  # how often the actor forgets lingered jobs and checks whether it should end
 POLL_SECONDS = 1.0  # the kernel asks the actor how the job goes at most this often (or when it ends)
 START_SECONDS = 300.0  # for the actor to start (a new runtime environment may be installed first)
 
 
-def actor_name(job_id: str) -> str:
-    return PREFIX + job_id
-
-
 class Driver:
-    """The actor: one job's driver, on the cluster."""
+    """The actor: the drivers of one session's jobs, on the cluster, each job in a thread of its own.
+
+    One actor a session, not one a job: Ray reuses a worker process only for tasks under the same
+    detached actor (their "root detached actor"), so with a detached actor a job every job started
+    its workers anew (measured on a 2-CPU node: its tasks began 1.2 s after dispatch, and the
+    commit's task 0.6 s after that). Started with its session (see ``warm``: the imports a job needs
+    are done before the first job); it ends once its session has left and its jobs have ended and
+    lingered, or after ``IDLE_SECONDS`` without a job (its kernel died)."""
 
     def __init__(self) -> None:
-        self.job: Job | None = None
-        self._started = threading.Event()
-        # Started ahead of its job (see ``warm``): the imports a job needs are done now, and an actor
-        # no job takes (its kernel died) ends itself.
+        self.jobs: dict[str, Job] = {}
+        self._ended: dict[str, float] = {}  # job id: when it ended
+        self._left = False
+        self._since = time.monotonic()  # the last time it had a job
+        self._lock = threading.Lock()
         import geneva.backfill
         import geneva.db  # noqa: F401
 
         threading.Thread(target=self._idle, name="geneva-driver-idle", daemon=True).start()
 
     def _idle(self) -> None:
-        if not self._started.wait(IDLE_SECONDS):
+        while not self._tidy():
+            time.sleep(TIDY_SECONDS)
+        self._terminate()
+
+    def _tidy(self) -> bool:
+        """Forgets the jobs that ended ``LINGER_SECONDS`` ago; whether the actor should end."""
+        now = time.monotonic()
+        with self._lock:
+            for job_id, ended in list(self._ended.items()):
+                if now - ended >= LINGER_SECONDS:
+                    del self._ended[job_id], self.jobs[job_id]
+            if self.jobs:
+                self._since = now
+                return False
+            return self._left or now - self._since >= IDLE_SECONDS
+
+    def leave(self) -> None:
+        """Its session has left: the actor ends once its jobs have ended and lingered (now, if none)."""
+        with self._lock:
+            self._left = True
+        if self._tidy():
             self._terminate()
 
     @staticmethod
@@ -81,37 +107,39 @@ class Driver:
             )
             job.record()
         except Exception as exc:
-            self._started.set()
             return {"error": _failure(exc)}
-        self.job = job
-        self._started.set()
-        threading.Thread(target=self._run, name=f"geneva-driver-{job.job_id}", daemon=True).start()
+        with self._lock:
+            self.jobs[job.job_id] = job
+        threading.Thread(target=self._run, args=(job,), name=f"geneva-driver-{job.job_id}", daemon=True).start()
         return {"progress": job.progress()}
 
-    def _run(self) -> None:
-        assert self.job is not None
-        self.job._run_quietly()
-        time.sleep(LINGER_SECONDS)
-        self._terminate()
+    def _run(self, job: Job) -> None:
+        job._run_quietly()
+        with self._lock:
+            self._ended[job.job_id] = time.monotonic()
 
-    def follow(self, timeout: float) -> tuple[Progress, bool]:
+    def _job(self, job_id: str) -> Job:
+        """A job of this actor (KeyError once forgotten: the kernel then reads its record)."""
+        with self._lock:
+            return self.jobs[job_id]
+
+    def follow(self, job_id: str, timeout: float) -> tuple[Progress, bool]:
         """The job's progress once it ends or ``timeout`` seconds have passed; whether it has ended."""
-        assert self.job is not None
-        done = self.job.wait(timeout)
-        return self.job.progress(), done
+        job = self._job(job_id)
+        done = job.wait(timeout)
+        return job.progress(), done
 
-    def outcome(self) -> dict[str, Any]:
-        assert self.job is not None
+    def outcome(self, job_id: str) -> dict[str, Any]:
+        job = self._job(job_id)
         try:
-            return {"result": self.job.result(timeout=0)}
+            return {"result": job.result(timeout=0)}
         except TimeoutError:
             return {"running": True}
         except BaseException as exc:
             return {"error": _failure(exc)}
 
-    def cancel(self, reason: str | None) -> None:
-        assert self.job is not None
-        self.job.cancel(reason)
+    def cancel(self, job_id: str, reason: str | None) -> None:
+        self._job(job_id).cancel(reason)
 
 
 def _failure(exc: BaseException) -> tuple[str, str]:
@@ -136,38 +164,34 @@ def _actor_class(ray: Any) -> Any:
 
 
 def warm(session: Any) -> None:
-    """Starts the actor of the session's next job now, under a fresh job id (``next_id``): a new
-    worker process takes ~0.4 s to start, which the next backfill then does not wait for."""
-    if not session.detaches or session._spare_driver is not None:
+    """Starts the session's driver actor now, if it has none: a new worker process takes ~0.4 s to
+    start (and the imports a job needs), which the first backfill then does not wait for."""
+    if not session.detaches or session._driver is not None:
         return
-    import uuid
-
-    job_id = uuid.uuid4().hex[:16]
-    with contextlib.suppress(Exception):  # no spare: the next job starts its own actor
-        session._spare_driver = (job_id, _create(session, job_id))
-
-
-def next_id(session: Any) -> str | None:
-    """The id of the job the warm actor is waiting for, if there is one."""
-    return session._spare_driver[0] if session._spare_driver is not None else None
+    with contextlib.suppress(Exception):  # none: the first job starts it
+        session._driver = _create(session)
 
 
 def release(session: Any) -> None:
-    """Ends the session's warm actor (its session is exiting)."""
-    spare, session._spare_driver = session._spare_driver, None
-    if spare is not None:
+    """The session is leaving: its driver actor ends once its jobs have (at once, if it has none)."""
+    driver, session._driver = session._driver, None
+    if driver is not None:
         with contextlib.suppress(Exception):
-            session.ray.kill(spare[1])
+            driver[1].leave.remote()
 
 
-def _create(session: Any, job_id: str) -> Any:
+def _create(session: Any) -> tuple[str, Any]:
+    """A driver actor for the session (see ``Driver``): (its name, its handle)."""
+    import uuid
+
+    name = PREFIX + uuid.uuid4().hex[:16]
     options: dict[str, Any] = {
-        "name": actor_name(job_id),
+        "name": name,
         "namespace": NAMESPACE,
-        "lifetime": "detached",
+        "lifetime": "detached",  # the jobs go on when the kernel has gone
         "num_cpus": 0,
-        "max_concurrency": 16,  # progress and cancel answer while the job runs
-        "max_restarts": 0,  # a restarted driver would start the job again: rerunning is the user's call
+        "max_concurrency": 64,  # progress and cancels answer while jobs run
+        "max_restarts": 0,  # a restarted driver would start its jobs again: rerunning is the user's call
     }
     if session.runtime_env:
         options["runtime_env"] = session.runtime_env
@@ -184,62 +208,49 @@ def _create(session: Any, job_id: str) -> Any:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=False)
-    return _actor_class(ray).options(**options).remote()
-
-
-def _recreate(session: Any, job_id: str, wait: float = 10.0) -> Any:
-    """A new actor under the name of one just killed (its name is free once Ray has seen it die)."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return _create(session, job_id)
-        except ValueError:  # the name is still taken
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    return name, _actor_class(ray).options(**options).remote()
 
 
 def launch(session: Any, job: Job) -> DetachedJob:
-    """Starts ``job``'s driver on the session's cluster (the warm actor when ``job`` has its id);
-    the kernel's handle on it. Warms the next one."""
+    """Hands ``job`` to the session's driver actor on the cluster (started now if the session has
+    none); the kernel's handle on it."""
     from geneva.tasks import pickle_udf
 
     ray = session.ray
-    name = actor_name(job.job_id)
     table, forward = job.table, job._cluster.forward_credentials
-    spec = {
-        "job_id": job.job_id,
-        "db": table._db.uri,
-        # The notebook's storage options travel as the actor's task argument, as they do with the
-        # tasks (never logged); with forward_credentials=False the cluster uses its own.
-        "db_options": table._db._storage_options if forward else None,
-        "table": table.name,
-        "table_options": table._storage_options if forward else None,
-        "column": job.column,
-        "opts": job._opts,
-        "udf": pickle_udf(job.udf),
-        "notes": list(job.notes),
-        "cluster": replace(job._cluster, driver=f"actor {name}"),
-    }
-    spare = session._spare_driver
-    if spare is not None and spare[0] == job.job_id:
-        session._spare_driver, actor = None, spare[1]
-    else:
-        actor = _create(session, job.job_id)
+    if session._driver is None:
+        session._driver = _create(session)
+
+    def start() -> dict[str, Any]:
+        name, actor = session._driver
+        spec = {
+            "job_id": job.job_id,
+            "db": table._db.uri,
+            # The notebook's storage options travel as the actor's task argument, as they do with the
+            # tasks (never logged); with forward_credentials=False the cluster uses its own.
+            "db_options": table._db._storage_options if forward else None,
+            "table": table.name,
+            "table_options": table._storage_options if forward else None,
+            "column": job.column,
+            "opts": job._opts,
+            "udf": pickle_udf(job.udf),
+            "notes": list(job.notes),
+            "cluster": replace(job._cluster, driver=f"actor {name}"),
+        }
+        return ray.get(actor.start.remote(spec), timeout=START_SECONDS)
+
     try:
         try:
-            reply = ray.get(actor.start.remote(spec), timeout=START_SECONDS)
+            reply = start()
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError):
-            # The actor never started: made ahead on a head node since replaced (KubeRay restarts
-            # head pods). Once more, on the head as it is now.
+            # The actor never started, or has gone: made ahead on a head node since replaced (KubeRay
+            # restarts head pods). Once more, on the head as it is now.
             with contextlib.suppress(Exception):
-                ray.kill(actor)
+                ray.kill(session._driver[1])
             session._driver_node = None
-            actor = _recreate(session, job.job_id)
-            reply = ray.get(actor.start.remote(spec), timeout=START_SECONDS)
+            session._driver = _create(session)
+            reply = start()
     except BaseException as exc:
-        with contextlib.suppress(Exception):
-            ray.kill(actor)
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise ClusterError(
@@ -247,13 +258,20 @@ def launch(session: Any, job: Job) -> DetachedJob:
             f"{last_line(exc).rstrip('.')}. Nothing was "
             "dispatched; the table is unchanged. ray_cluster(detach_jobs=False) runs the driver in the kernel"
         ) from None
-    warm(session)
     if "error" in reply:
-        with contextlib.suppress(Exception):
-            ray.kill(actor)
         _raise(reply["error"])
+    name, actor = session._driver
     return DetachedJob(
-        ray, actor, job.job_id, table.name, reply["progress"], db=table._db, table=table, udf=job.udf, notes=job.notes
+        ray,
+        actor,
+        name,
+        job.job_id,
+        table.name,
+        reply["progress"],
+        db=table._db,
+        table=table,
+        udf=job.udf,
+        notes=job.notes,
     )
 
 
@@ -273,11 +291,13 @@ def find(db: Connection, record: JobRecord) -> DetachedJob | None:
     if session is None or session.kind == "local" or session.state != "active":
         return None
     ray = session.ray
+    name = record.driver.removeprefix("actor ")
     try:
-        actor = ray.get_actor(actor_name(record.job_id), namespace=NAMESPACE)
+        actor = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:  # not on this cluster (or it has ended and gone)
         return None
-    return DetachedJob(ray, actor, record.job_id, record.table, JobHandle(db, record.job_id).progress(), db=db)
+    progress = JobHandle(db, record.job_id).progress()
+    return DetachedJob(ray, actor, name, record.job_id, record.table, progress, db=db)
 
 
 class DetachedJob:
@@ -289,6 +309,7 @@ class DetachedJob:
         self,
         ray: Any,
         actor: Any,
+        actor_name: str,
         job_id: str,
         table_name: str,
         progress: Progress,
@@ -308,6 +329,7 @@ class DetachedJob:
         self.notes = list(notes or [])
         self._ray = ray
         self._actor = actor
+        self.actor_name = actor_name
         self._record = JobHandle(db, job_id)  # once the actor has gone, the record answers
         self._progress = progress
         self._finished = threading.Event()
@@ -316,10 +338,6 @@ class DetachedJob:
         self._outcome: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
-    @property
-    def actor_name(self) -> str:
-        return actor_name(self.job_id)
-
     def _follow(self) -> None:
         """One request at a time to the actor, each answered when the job ends or after
         ``POLL_SECONDS``; once the actor has gone (or this kernel left the cluster), the record."""
@@ -327,7 +345,9 @@ class DetachedJob:
             progress, done = None, False
             if not self._gone:
                 try:
-                    progress, done = self._ray.get(self._actor.follow.remote(POLL_SECONDS), timeout=POLL_SECONDS + 60)
+                    progress, done = self._ray.get(
+                        self._actor.follow.remote(self.job_id, POLL_SECONDS), timeout=POLL_SECONDS + 60
+                    )
                 except Exception:  # the actor has gone (it lingers only so long), or its node died
                     self._gone = True
             if self._gone:
@@ -365,7 +385,7 @@ class DetachedJob:
         """Stops the job (its driver cancels the tasks, keeps the checkpoints, commits nothing more)."""
         if not self._gone:
             try:
-                self._ray.get(self._actor.cancel.remote(reason), timeout=60)
+                self._ray.get(self._actor.cancel.remote(self.job_id, reason), timeout=60)
                 return
             except Exception:
                 self._gone = True
@@ -377,7 +397,7 @@ class DetachedJob:
             raise TimeoutError(f"backfill {self.job_id} still running after {timeout} s")
         if self._outcome is None and not self._gone:
             try:
-                self._outcome = self._ray.get(self._actor.outcome.remote(), timeout=60)
+                self._outcome = self._ray.get(self._actor.outcome.remote(self.job_id), timeout=60)
             except Exception:
                 self._gone = True
         if self._outcome is None:

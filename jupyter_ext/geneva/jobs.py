@@ -74,7 +74,7 @@ class JobRecord:
     error: str | None
     task_retries: int = 0
     udf_retries: int = 0
-    driver: str = "kernel"  # where the driver ran: the kernel, or "actor geneva-job-<id>" on the cluster
+    driver: str = "kernel"  # where the driver ran: the kernel, or "actor geneva-driver-<id>" on the cluster
 
     @property
     def seconds(self) -> float:

@@ -1,5 +1,6 @@
 """Detached drivers: on a remote session (Ray Client here, against a real head from a second
-virtualenv) a backfill's driver runs on the cluster as a named, detached actor, so the job goes on
+virtualenv) a backfill's driver runs on the cluster, in the session's detached, named driver actor,
+so the job goes on
 when the kernel that started it dies; another kernel finds it (list_jobs), reattaches (get_job:
 live progress from the actor) and sees it finish. Tables on S3 (moto). The killed-kernel test runs
 on the two-node cluster of test_shared_nothing.py: the driver on a head with no CPUs, the tasks on
@@ -48,10 +49,10 @@ def test_a_remote_sessions_backfill_runs_its_driver_on_the_cluster(head, workspa
             tbl.backfill("nope")
         job = tbl.backfill_async("y", where="x < 100")
         assert isinstance(job, DetachedJob)
-        actor = ray.get_actor(f"geneva-job-{job.job_id}", namespace=NAMESPACE)
-        assert actor is not None
+        name, _ = session._driver
+        assert name.startswith("geneva-driver-") and ray.get_actor(name, namespace=NAMESPACE) is not None
         record = db.list_jobs()[0]
-        assert (record.job_id, record.driver) == (job.job_id, f"actor geneva-job-{job.job_id}")
+        assert (record.job_id, record.driver) == (job.job_id, f"actor {name}")
         assert record.cluster == session.describe()
         result = job.result(timeout=120)
         assert (result.rows_processed, result.rows_failed) == (100, 0)
@@ -62,6 +63,36 @@ def test_a_remote_sessions_backfill_runs_its_driver_on_the_cluster(head, workspa
     assert db.list_jobs()[0].status == "done"
     theirs = lance.dataset(tbl.uri, storage_options=s3_server.storage_options()).to_table().sort_by("x")
     assert theirs["y"].to_pylist() == [2 * x for x in range(300)]
+
+
+@geneva.udf(data_type=pa.int64())
+def worker_pid(x: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+@geneva.udf(data_type=pa.int64())
+def worker_pid_again(x: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_the_jobs_of_a_remote_session_share_the_clusters_worker_processes(head, workspace, s3_server, tmp_path):
+    """Ray reuses a worker process only for tasks under the same detached actor: with each job's
+    driver a detached actor, every job started its own workers (its tasks began 1.2 s after dispatch
+    on a 2-CPU node). A session's jobs have one driver actor: a job's tasks run in the processes of
+    the jobs before it."""
+    db = s3_db(s3_server, f"detached-workers-{tmp_path.name}")
+    tbl = db.create_table("t", pa.table({"x": list(range(200))}))
+    tbl.add_columns({"first": worker_pid, "second": worker_pid_again})
+    with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True):
+        tbl.backfill("first")
+        tbl.backfill("second")
+    got = lance.dataset(tbl.uri, storage_options=s3_server.storage_options()).to_table()
+    first, second = set(got["first"].to_pylist()), set(got["second"].to_pylist())
+    assert first & second, (first, second)
 
 
 def test_a_detached_job_is_cancelled_from_the_kernel(head, workspace, s3_server, tmp_path):
@@ -81,20 +112,20 @@ def test_a_detached_job_is_cancelled_from_the_kernel(head, workspace, s3_server,
 
 
 def test_a_driver_made_ahead_that_died_is_made_again(head, workspace, s3_server, tmp_path):
-    """The actor started ahead for the next job dies before it (its node was replaced, as when
-    KubeRay restarts a head pod): the job's driver is made again, under the job's id."""
+    """The session's driver actor, started with the session, dies before its first job (its node was
+    replaced, as when KubeRay restarts a head pod): it is made again, and the job runs."""
     db = s3_db(s3_server, f"detached-spare-{tmp_path.name}")
     tbl = db.create_table("t", pa.table({"x": list(range(50))}))
     tbl.add_columns({"y": slow_double})
     with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True) as session:
         import ray
 
-        job_id, spare = session._spare_driver
-        ray.kill(spare)
+        name, actor = session._driver
+        ray.kill(actor)
         job = tbl.backfill_async("y")
-        assert job.job_id == job_id
+        assert job.actor_name != name
         assert job.result(timeout=120).rows_processed == 50
-    assert db.get_job(job_id).status == "done"
+    assert db.get_job(job.job_id).status == "done"
 
 
 KERNEL = """

@@ -346,7 +346,9 @@ class RayClusterSession:
         self.exit_reason: str | None = None
         self._jobs: list[Any] = []
         self._owns_ray = False
-        self._spare_driver: tuple[str, Any] | None = None  # (job id, actor) of the next job's driver (geneva.driver)
+        self._driver: tuple[str, Any] | None = (
+            None  # (name, actor): the session's driver on the cluster (geneva.driver)
+        )
         self._driver_node: str | None = None  # the head node's id: where detached drivers go
         self._keep_for_jobs = False  # the kernel ended under running detached backfills: the cluster stays
         self._kuberay: Any = None  # geneva.runners.ray.kuberay.KubeRayCluster when kind == "kuberay"
@@ -380,7 +382,7 @@ class RayClusterSession:
         self.state = "active"
         from geneva import driver
 
-        driver.warm(self)  # the first backfill's driver starts now, in the background
+        driver.warm(self)  # the session's driver actor starts now, in the background
         atexit.register(self._at_exit)
         from geneva._kernel import on_kernel_shutdown
 
