@@ -997,6 +997,7 @@ class Job:
         try:
             if not self._streaming:
                 tally.add(_task_outcome(ray, ref, task))
+                tally.checkpointed.add(task["fragment_id"])  # a plain task checkpoints every row it computes
                 return True
             try:
                 report = _task_outcome(ray, next(ref), task)

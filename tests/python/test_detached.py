@@ -95,6 +95,28 @@ def test_the_jobs_of_a_remote_session_share_the_clusters_worker_processes(head, 
     assert first & second, (first, second)
 
 
+@geneva.udf(data_type=pa.int64())
+def tripled(x: pa.Array) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.multiply(x, 3)
+
+
+def test_a_job_driven_from_the_kernel_through_ray_client_commits_its_rows(head, workspace, s3_server, tmp_path):
+    """With the driver in the kernel (``detach_jobs=False``) a task through Ray Client checkpoints
+    every row it computes and the commit's task writes the file from those checkpoints: the driver
+    must list them (it once skipped the listing, taking the tasks for ones that wrote none)."""
+    db = s3_db(s3_server, f"kernel-driver-{tmp_path.name}")
+    tbl = db.create_table("t", pa.table({"x": list(range(5000))}))
+    tbl.add_columns({"y": tripled})
+    with ray_cluster(addr=head.addr, use_portforwarding=False, skip_site_packages=True, detach_jobs=False):
+        result = tbl.backfill("y")
+    assert (result.rows_processed, result.fragments_committed) == (5000, 1)
+    theirs = lance.dataset(tbl.uri, storage_options=s3_server.storage_options()).to_table().sort_by("x")
+    assert theirs["y"].to_pylist() == [3 * x for x in range(5000)]
+    assert s3_server.names(tbl.uri.removeprefix(f"s3://{s3_server.bucket}/") + "/_geneva/checkpoints") == {}
+
+
 def test_a_detached_job_is_cancelled_from_the_kernel(head, workspace, s3_server, tmp_path):
     db = s3_db(s3_server, f"detached-cancel-{tmp_path.name}")
     tbl = db.create_table("t", pa.table({"x": list(range(3000))}))
