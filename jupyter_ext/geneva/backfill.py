@@ -138,7 +138,8 @@ class _Tally:
     # Per fragment whose one task wrote its column file: the file (prepared, not yet committed), and
     # whether that task wrote checkpoints on the way (to delete once it is committed).
     prepared: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
-    # Fragments whose tasks wrote checkpoints in this job (or may have: a task whose worker died).
+    # Fragments whose tasks wrote checkpoints in this job, or may have (a task whose worker died; every
+    # plain task, through Ray Client): their checkpoints are listed for the commit's task.
     checkpointed: set[int] = field(default_factory=set)
 
     def add(self, outcome: dict[str, Any], sign: int = 1) -> None:
