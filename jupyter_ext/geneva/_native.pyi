@@ -107,6 +107,9 @@ class BackfillPlan:
     def manifest_tag(self) -> str | None:
         """The planned version's manifest as the driver read it (commit time, transaction file, e_tag)."""
     @property
+    def manifest(self) -> bytes | None:
+        """That manifest and its location, shipped with the tasks (None when too large to ship)."""
+    @property
     def rows(self) -> int:
         """Rows that need a value."""
     @property
@@ -245,9 +248,10 @@ def column_writer(
     """Starts fragment ``fragment_id``'s new column file at ``version``; None when the fragment holds
     other than ``rows`` physical rows (the file is then written at the task's end)."""
 
-def expect_manifest(uri: str, version: int, tag: str) -> None:
+def expect_manifest(uri: str, version: int, tag: str, manifest: bytes | None = None) -> None:
     """In a task: the driver's tag of the table's manifest at ``version``; the process opens that
-    version once (a table made again under the same URI has another tag)."""
+    version once (a table made again under the same URI has another tag), from ``manifest`` (the
+    driver's copy) when given."""
 
 # -- environment verdicts (src/py/package.rs) --------------------------------------------------
 

@@ -760,6 +760,7 @@ class Job:
                 task["joined"] = not self._large_rows
                 task["files"] = self._files
                 task["manifest_tag"] = plan.manifest_tag
+                task["manifest"] = plan.manifest
             if tasks:
                 self._run_tasks(tasks, tally, started)
             if not tally.lost:

@@ -80,7 +80,7 @@ class Commits:
                 checkpoints,
                 runs,
                 store,
-                self.plan.manifest_tag if version == self.plan.version else None,
+                (self.plan.manifest_tag, self.plan.manifest) if version == self.plan.version else (None, None),
                 *tally.held.pop(fid, []),
             )
             for fid, checkpoints, runs in work
@@ -170,9 +170,10 @@ def _prepare_fragment(
     checkpoints: list[str],
     runs: list[tuple[int, int]],
     store: dict[str, str] | None,
-    manifest_tag: str | None,
+    manifest: tuple[str | None, bytes | None],
     *held: tuple[pa.Array, pa.Array, pa.Array | None],
 ) -> bytes:
-    """``held``: rows tasks handed over (Ray resolved their references to the arrays, on this node)."""
-    worker.expect_manifest(uri, version, manifest_tag)
+    """``manifest``: the planned version's tag and manifest (see ``tasks.expect_manifest``);
+    ``held``: rows tasks handed over (Ray resolved their references to the arrays, on this node)."""
+    worker.expect_manifest(uri, version, *manifest)
     return _native.prepare_fragment(uri, version, column, stamp, fragment_id, checkpoints, runs, store, list(held))

@@ -38,11 +38,12 @@ def open_table(uri: str, version: int, store: dict[str, str] | None) -> int:
     return _native.table_count_rows(uri, None, version, store)
 
 
-def expect_manifest(uri: str, version: int, tag: str | None) -> None:
+def expect_manifest(uri: str, version: int, tag: str | None, manifest: bytes | None = None) -> None:
     """The tag of the planned version's manifest as the driver saw it: this process then opens that
-    version once, not at each read (on a store, each open is a request; see table::expect_manifest)."""
+    version once, not at each read (on a store, each open is a request; see table::expect_manifest),
+    from ``manifest`` (the driver's copy, when it shipped one) instead of from the store."""
     if tag:
-        _native.expect_manifest(uri, version, tag)
+        _native.expect_manifest(uri, version, tag, manifest)
 
 
 def pickle_udf(fn: UDF) -> bytes:
@@ -179,7 +180,7 @@ def run_task(
     from geneva import _worker
 
     _worker.apply(env)
-    expect_manifest(table_uri, version, task.get("manifest_tag"))
+    expect_manifest(table_uri, version, task.get("manifest_tag"), task.get("manifest"))
     fn = load_udf(udf_blob)
     try:
         call = _callable_for(fn)

@@ -29,6 +29,8 @@ pub struct BackfillPlan {
     bytes_per_row: Option<f64>,
     /// The tag of the planned version's manifest (see `table::expect_manifest`), when the store gives one.
     manifest_tag: Option<String>,
+    /// That manifest, for the tasks (`table::shipped`), when small enough to ship.
+    manifest: Option<Vec<u8>>,
 }
 
 impl BackfillPlan {
@@ -49,6 +51,12 @@ impl BackfillPlan {
     #[getter]
     fn manifest_tag(&self) -> Option<String> {
         self.manifest_tag.clone()
+    }
+
+    /// The planned version's manifest, shipped with the tasks (`table::shipped`), when small enough.
+    #[getter]
+    fn manifest<'py>(&self, py: Python<'py>) -> Option<Bound<'py, pyo3::types::PyBytes>> {
+        self.manifest.as_deref().map(|m| pyo3::types::PyBytes::new(py, m))
     }
 
     /// Rows that need a value.
@@ -266,11 +274,12 @@ fn plan_backfill(
                     };
                 }
             }
-            Ok::<_, backfill::BackfillError>((plan, bytes_per_row, table::manifest_tag(&ds)))
+            let pinned = (table::manifest_tag(&ds), table::shipped::pack(&ds));
+            Ok::<_, backfill::BackfillError>((plan, bytes_per_row, pinned))
         },
         backfill_error,
     )?;
-    let (plan, bytes_per_row, manifest_tag) = plan;
+    let (plan, bytes_per_row, (manifest_tag, manifest)) = plan;
     Ok(BackfillPlan {
         uri: table_uri,
         plan,
@@ -279,6 +288,7 @@ fn plan_backfill(
         had_checkpoints: Default::default(),
         bytes_per_row,
         manifest_tag,
+        manifest,
     })
 }
 
@@ -415,10 +425,11 @@ fn column_writer(
 }
 
 /// In a task: the tag the job's driver saw for `uri` at `version`, so this process opens that
-/// version once (see `table::expect_manifest`).
+/// version once (see `table::expect_manifest`), from `manifest` when the driver shipped it.
 #[pyfunction]
-fn expect_manifest(uri: &str, version: u64, tag: &str) {
-    table::expect_manifest(uri, version, tag);
+#[pyo3(signature = (uri, version, tag, manifest=None))]
+fn expect_manifest(uri: &str, version: u64, tag: &str, manifest: Option<Vec<u8>>) {
+    table::expect_manifest(uri, version, tag, manifest);
 }
 
 /// A task's computed rows as pyarrow arrays: (physical offsets, values, which failed).

@@ -2,6 +2,7 @@
 //! append, scan, count, and declare new (all-null) columns.
 
 pub mod filter;
+pub mod shipped;
 
 pub use filter::{FilterError, check_filter, close_matches};
 
@@ -81,6 +82,8 @@ type PinnedKey = (String, u64, u64);
 #[derive(Default)]
 struct Pinned {
     expected: HashMap<(String, u64), String>,
+    /// The manifest the driver planned with, per (uri, version), when it shipped it (see `shipped`).
+    shipped: HashMap<(String, u64), Arc<Vec<u8>>>,
     opened: HashMap<PinnedKey, (String, Dataset)>,
 }
 
@@ -98,12 +101,19 @@ fn pinned_key(uri: &str, version: u64, options: &StorageOptions) -> PinnedKey {
 }
 
 /// Records the tag of the manifest of `uri` at `version` as the job's driver saw it (see `Pinned`).
-pub fn expect_manifest(uri: &str, version: u64, tag: &str) {
+/// `manifest`: that manifest itself (`shipped::pack`), opened from instead of from the store.
+pub fn expect_manifest(uri: &str, version: u64, tag: &str, manifest: Option<Vec<u8>>) {
     let mut pinned = PINNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if pinned.expected.len() >= PINNED_TABLES * 4 {
         pinned.expected.clear();
+        pinned.shipped.clear();
     }
-    pinned.expected.insert((uri.to_owned(), version), tag.to_owned());
+    let key = (uri.to_owned(), version);
+    match manifest {
+        Some(blob) => pinned.shipped.insert(key.clone(), Arc::new(blob)),
+        None => pinned.shipped.remove(&key),
+    };
+    pinned.expected.insert(key, tag.to_owned());
 }
 
 /// Keeps `ds` (opened at `version`) for the next opens of that version, if its tag is the expected one.
@@ -125,7 +135,7 @@ fn keep_pinned(uri: &str, options: &StorageOptions, ds: &Dataset) {
 pub async fn open_latest_pinned(uri: &str, options: &StorageOptions) -> Result<Dataset> {
     let ds = open_with(uri, None, options).await?;
     if let Some(tag) = manifest_tag(&ds) {
-        expect_manifest(uri, ds.version().version, &tag);
+        expect_manifest(uri, ds.version().version, &tag, None);
         keep_pinned(uri, options, &ds);
     }
     Ok(ds)
@@ -133,6 +143,7 @@ pub async fn open_latest_pinned(uri: &str, options: &StorageOptions) -> Result<D
 
 /// Opens the table at `uri` with `options` (see `crate::store`), at `version` or the latest.
 pub async fn open_with(uri: &str, version: Option<u64>, options: &StorageOptions) -> Result<Dataset> {
+    let mut shipped = None;
     if let Some(v) = version {
         let pinned = PINNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let (Some(tag), Some((found, ds))) =
@@ -141,8 +152,12 @@ pub async fn open_with(uri: &str, version: Option<u64>, options: &StorageOptions
         {
             return Ok(ds.clone());
         }
+        shipped = pinned.shipped.get(&(uri.to_owned(), v)).cloned();
     }
-    let ds = load(uri, version, options).await?;
+    let ds = match shipped.as_deref().and_then(|blob| shipped::unpack(blob)) {
+        Some((location, manifest)) => load_shipped(uri, location, manifest, options).await?,
+        None => load(uri, version, options).await?,
+    };
     if version.is_some() {
         keep_pinned(uri, options, &ds);
     }
@@ -150,15 +165,39 @@ pub async fn open_with(uri: &str, version: Option<u64>, options: &StorageOptions
 }
 
 async fn load(uri: &str, version: Option<u64>, options: &StorageOptions) -> Result<Dataset> {
-    crate::store::validate(uri, options).map_err(|e| TableError::Invalid(e.to_string()))?;
-    let mut builder = DatasetBuilder::from_uri(uri).with_session(crate::store::session());
-    if !options.is_empty() {
-        builder = builder.with_storage_options(options.clone());
-    }
+    let mut builder = builder(uri, options)?;
     if let Some(v) = version {
         builder = builder.with_version(v);
     }
     builder.load().await.map_err(|e| TableError::from_lance(uri, e))
+}
+
+fn builder(uri: &str, options: &StorageOptions) -> Result<DatasetBuilder> {
+    crate::store::validate(uri, options).map_err(|e| TableError::Invalid(e.to_string()))?;
+    let builder = DatasetBuilder::from_uri(uri).with_session(crate::store::session());
+    Ok(if options.is_empty() { builder } else { builder.with_storage_options(options.clone()) })
+}
+
+/// The table at the version of a shipped manifest (`shipped`), opened without reading the store's
+/// copy of the manifest; the table's own commit handler for everything else.
+async fn load_shipped(
+    uri: &str,
+    location: lance_table::io::commit::ManifestLocation,
+    manifest: &[u8],
+    options: &StorageOptions,
+) -> Result<Dataset> {
+    let lance = |e| TableError::from_lance(uri, e);
+    let (_, _, inner) = builder(uri, options)?.build_object_store().await.map_err(lance)?;
+    let version = location.version;
+    let handler = Arc::new(shipped::KnownLocation { inner, location });
+    builder(uri, options)?
+        .with_commit_handler(handler)
+        .with_version(version)
+        .with_serialized_manifest(manifest)
+        .map_err(lance)?
+        .load()
+        .await
+        .map_err(lance)
 }
 
 /// Writes a new table (or a new version replacing all rows, when `overwrite`).

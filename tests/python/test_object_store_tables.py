@@ -136,6 +136,29 @@ def test_a_column_file_of_a_few_mib_is_one_put_and_a_job_lists_its_checkpoints_o
         proxy.stop()
 
 
+def test_the_workers_of_a_job_take_the_planned_manifest_from_the_driver(s3, s3_server) -> None:
+    """The driver ships the manifest of the version it planned with the tasks: a worker process does
+    not look it up (HEAD) and read it (GET) again (two round trips before its first read of data)."""
+    import numpy as np
+    from object_stores import StoreProxy
+
+    proxy = StoreProxy(s3_server.endpoint)
+    try:
+        uri, options = s3
+        db = geneva.connect(uri, storage_options={**options, "aws_endpoint": proxy.endpoint})
+        tbl = db.create_table("t", pa.table({"x": np.arange(200_000, dtype=np.int64)}))
+        tbl.add_columns({"y": plus_one})
+        proxy.log.clear()
+        assert tbl.backfill("y", checkpoint_size=10_000, task_size=50_000).rows_processed == 200_000
+        manifests = [r for r in proxy.log if "/t.lance/_versions/" in r and not r.startswith("PUT ")]
+        heads = [r for r in manifests if r.startswith("HEAD ")]
+        assert heads == [] and len(manifests) <= 1, manifests  # at most the driver's own read
+        y = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "y"])
+        assert y["y"].to_pylist() == [x + 1 for x in y["x"].to_pylist()]
+    finally:
+        proxy.stop()
+
+
 def test_per_table_options_override_the_connection(s3, s3_server) -> None:
     from ray_head import free_port
 
