@@ -204,3 +204,37 @@ impl CommitHandler for KnownLocation {
         self.inner.delete(base_path).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, RecordBatch, RecordBatchIterator};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_version_opens_from_its_shipped_manifest_without_the_stores_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = dir.path().join("t.lance").to_string_lossy().into_owned();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..100))]).unwrap();
+        let reader = Box::new(RecordBatchIterator::new(vec![Ok(batch)], schema));
+        let ds = crate::table::create(&uri, reader, false).await.unwrap();
+        let blob = pack(&ds).unwrap();
+        let (location, _) = unpack(&blob).unwrap();
+        let planned = ds.manifest_location();
+        assert_eq!((location.version, &location.path, location.size), (planned.version, &planned.path, planned.size));
+        assert_eq!((location.naming_scheme, &location.e_tag), (planned.naming_scheme, &planned.e_tag));
+        assert!(unpack(b"not a shipped manifest").is_none());
+
+        // The store's copy of the manifest is gone: only the shipped one can open the version.
+        let tag = crate::table::manifest_tag(&ds).unwrap();
+        std::fs::remove_file(format!("/{}", planned.path.as_ref())).unwrap();
+        let options = crate::store::StorageOptions::new();
+        let version = planned.version;
+        assert!(crate::table::open_with(&uri, Some(version), &options).await.is_err());
+        crate::table::expect_manifest(&uri, version, &tag, Some(blob));
+        let opened = crate::table::open_with(&uri, Some(version), &options).await.unwrap();
+        assert_eq!(opened.count_rows(None).await.unwrap(), 100);
+        assert_eq!(crate::table::manifest_tag(&opened).as_deref(), Some(tag.as_str()));
+    }
+}
