@@ -14,12 +14,11 @@ import contextlib
 import copy
 import functools
 import hashlib
-import math
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from geneva import _native, driver
@@ -32,10 +31,11 @@ from geneva.exceptions import (
     BackfillError,
     ColumnNotFoundError,
     InvalidInputError,
-    UdfError,
     last_line,
 )
+from geneva.outcomes import Attempt, BackfillResult, Progress, Rerun, Tally, WorkerDied, task_outcome
 from geneva.retry import Retry, retry_policy
+from geneva.sizing import Sizing
 
 if TYPE_CHECKING:
     from geneva.db import Table
@@ -43,178 +43,10 @@ if TYPE_CHECKING:
     from geneva.jobs import Recorder
     from geneva.udf import UDF
 
-MIN_CHECKPOINT_SIZE, MAX_CHECKPOINT_SIZE = 1024, 32768
-TASKS_PER_SLOT = 2  # a slow worker leaves the others something to take over
-CHECKPOINT_SECONDS = 2.0  # by default a task checkpoints what it computed at least this often
-CHECKPOINT_BYTES = 64 << 20  # ... or once it holds this much computed data
-BATCH_BYTES = 32 << 20  # a batch reads about this much input (as stored), at least one row (see bench/README.md)
-TASK_BATCHES_BY_BYTES = 2  # batches per task when their bytes, not their rows, bound them
 WAIT_SECONDS = 0.5  # the driver notices a cancel within this long
 ON_ERROR = ("fail", "skip")
 REPLANS = 3  # times a job plans again the rows of fragments rewritten under it, before it gives up
 TASK_RETRIES = 3  # times a task is run again after its worker process (or node) died, before the job fails
-
-
-@dataclass(frozen=True)
-class BackfillResult:
-    """What a finished backfill did. Counts are rows."""
-
-    job_id: str
-    table: str
-    column: str
-    rows_processed: int  # computed by the UDF in this run (rows of redone fragments counted each time)
-    rows_skipped: int  # in the table but not needing work (already computed, or outside `where`)
-    rows_failed: int  # UDF errors written as NULL (on_error="skip")
-    rows_resumed: int  # restored from checkpoints of an earlier, interrupted run
-    fragments_committed: int
-    version: int  # table version after the last commit
-    seconds: float
-    fragments_redone: int = 0  # rewritten by someone else's commit (a compaction) before theirs: planned again
-    notes: tuple[str, ...] = ()  # what the job said as it went (recomputed versions, redone fragments)
-    bytes_read: int = 0  # of the UDF's inputs (Arrow's in-memory size) by this run's tasks
-    bytes_written: int = 0  # of the values they computed
-    task_retries: int = 0  # tasks run again after their worker process or node died
-    udf_retries: int = 0  # UDF calls made again after a transient error (``retry=``)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A snapshot of a running backfill (rendered by the progress display)."""
-
-    job_id: str
-    column: str
-    stage: str  # planning, running, committing, done, failed, cancelled
-    rows_total: int
-    rows_done: int = 0
-    rows_failed: int = 0
-    rows_resumed: int = 0
-    fragments_total: int = 0
-    fragments_committed: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    errors: tuple[str, ...] = ()
-    bytes_read: int = 0  # of the UDF's inputs (Arrow's in-memory size), by the tasks
-    bytes_written: int = 0  # of the computed values
-    task_retries: int = 0  # tasks run again after their worker died
-    udf_retries: int = 0  # UDF calls made again after a transient error
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows_done / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def read_mib_per_second(self) -> float:
-        return self.bytes_read / 2**20 / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def written_mib_per_second(self) -> float:
-        return self.bytes_written / 2**20 / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def eta_seconds(self) -> float | None:
-        left = self.rows_total - self.rows_done - self.rows_resumed - self.rows_failed
-        rate = self.rows_per_second
-        return left / rate if rate > 0 else None
-
-
-@dataclass
-class _Tally:
-    """Running totals of one job."""
-
-    version: int
-    processed: int = 0
-    failed: int = 0
-    resumed: int = 0
-    committed: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    bytes_read: int = 0
-    bytes_written: int = 0
-    lost: list[int] = field(default_factory=list)  # fragments rewritten by someone else: not committed
-    redone: int = 0
-    retries: int = 0
-    udf_retries: int = 0
-    # Per fragment, the Ray objects holding rows tasks handed over instead of checkpointing them.
-    held: dict[int, list[Any]] = field(default_factory=dict)
-    # Per fragment whose one task wrote its column file: the file (prepared, not yet committed), and
-    # whether that task wrote checkpoints on the way (to delete once it is committed).
-    prepared: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
-    # Fragments whose tasks wrote checkpoints in this job, or may have (a task whose worker died; every
-    # plain task, through Ray Client): their checkpoints are listed for the commit's task.
-    checkpointed: set[int] = field(default_factory=set)
-
-    def add(self, outcome: dict[str, Any], sign: int = 1) -> None:
-        self.processed += sign * outcome["processed"]
-        self.failed += sign * outcome["failed"]
-        self.resumed += sign * outcome["resumed"]
-        self.bytes_read += sign * outcome.get("bytes_read", 0)
-        self.bytes_written += sign * outcome.get("bytes_written", 0)
-        self.udf_retries += sign * outcome.get("retried", 0)
-        if sign > 0:
-            self.errors.extend(outcome["errors"])
-        else:
-            gone = {id(e) for e in outcome["errors"]}
-            self.errors = [e for e in self.errors if id(e) not in gone]
-
-
-@dataclass
-class _Attempt:
-    """What one run of a task reported, and what of it its last checkpoint made durable: when
-    its worker dies, the rest is taken back from the tally and the task runs again from there."""
-
-    reported: dict[str, Any] = field(default_factory=lambda: worker.Counts().take())
-    durable: dict[str, Any] = field(default_factory=lambda: {**worker.Counts().take(), "batches": 0})
-
-    def add(self, report: dict[str, Any]) -> None:
-        for key in worker.COUNTED:
-            self.reported[key] += report[key]
-        self.reported["errors"] = self.reported["errors"] + report["errors"]
-        if "durable" in report:
-            mark = report["durable"]
-            self.durable = {
-                **{key: mark[key] for key in worker.COUNTED},
-                "errors": self.reported["errors"][: mark["errors"]],
-                "batches": mark["batches"],
-            }
-
-    def lost(self) -> dict[str, Any]:
-        """The counts the task must report again when run from its last checkpoint (the rows it
-        resumed are resumed again)."""
-        lost = {key: self.reported[key] - self.durable[key] for key in worker.COUNTED}
-        lost["resumed"] = self.reported["resumed"]
-        lost["errors"] = self.reported["errors"][len(self.durable["errors"]) :]
-        return lost
-
-
-class _WorkerDied(Exception):
-    """A task's worker process (or its node) died under it."""
-
-
-class _Rerun(Exception):
-    """The task to run in place of one whose worker died."""
-
-    def __init__(self, task: dict[str, Any]) -> None:
-        super().__init__()
-        self.task = task
-
-
-@functools.cache
-def _worker_deaths(ray: Any) -> tuple[type[BaseException], ...]:  # looked up at every task report
-    names = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError")
-    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
-
-
-def _task_outcome(ray: Any, ref: Any, task: dict[str, Any]) -> dict[str, Any]:
-    """A finished task's counts; its failure as a geneva error (the UDF's own message first);
-    ``_WorkerDied`` when its worker process died."""
-    try:
-        return ray.get(ref)
-    except _worker_deaths(ray) as exc:
-        raise _WorkerDied(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
-    except ray.exceptions.RayTaskError as exc:
-        cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-        if isinstance(cause, UdfError):
-            raise UdfError(str(cause)) from None
-        raise BackfillError(f"task on fragment {task['fragment_id']} failed: {cause}") from None
 
 
 def _job_key(udf_version: str, row_filter: str | None) -> str:
@@ -530,7 +362,7 @@ class Job:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._recorder: Recorder | None = None  # the job's record in the database (see jobs.py)
-        self._attempts: dict[int, _Attempt] = {}  # by id() of the running tasks' dicts
+        self._attempts: dict[int, Attempt] = {}  # by id() of the running tasks' dicts
         self._reruns: list[dict[str, Any]] = []  # tasks to run again (their workers died)
         self._commits = Commits(table, column, self.job_id, self._stamp, plan, self._update, self._say)
         self._progress = Progress(
@@ -633,120 +465,15 @@ class Job:
             _RUNNING.pop(self.job_id, None)
             self._finished.set()
 
-    def _sizes(self) -> tuple[int, int, float]:
-        """(rows per batch, rows per task, seconds between checkpoints).
-
-        A task reads, computes and checkpoints its rows in batches. Given a
-        ``checkpoint_size`` (the call's or the UDF's), every batch is one
-        checkpoint. By default a batch holds a share of the job (two per
-        concurrent task), between 1,024 and 32,768 rows, and a task keeps
-        computed batches and writes them as one checkpoint once
-        ``CHECKPOINT_SECONDS`` have passed since its last one (or it holds
-        ``CHECKPOINT_BYTES``, or the task ends): a fast UDF pays a few checkpoint
-        writes per task instead of one per batch, and a crash or a cancel loses
-        at most that long of each running task's work plus one batch.
-
-        A task holds the share of one slot (tasks never span fragments): the
-        progress moves as the task goes (see ``_streaming``), so tasks need not
-        be small for the display's sake, and each task is a Ray round trip.
-
-        Bytes bound them too: a batch reads about ``batch_bytes`` of input (rows of
-        images or video make batches of a few dozen rows), and a task whose batches
-        are cut by their bytes holds at most ``TASK_BATCHES_BY_BYTES`` of them, so
-        a worker's memory does not grow with the table (measured: a task's peak
-        grew with its length, as its checkpoints and read buffers came and went).
-        """
-        opts, plan = self._opts, self._plan
-        share = math.ceil(plan.rows / max(1, opts.concurrency * 2)) if plan.rows else MIN_CHECKPOINT_SIZE
-        given = opts.checkpoint_size or self.udf.checkpoint_size
-        batch = given or min(MAX_CHECKPOINT_SIZE, max(MIN_CHECKPOINT_SIZE, share), self._rows_by_bytes)
-        interval = 0.0 if given else CHECKPOINT_SECONDS
-        if opts.task_size is not None:
-            return batch, max(opts.task_size, batch), interval
-        if not self._streaming:
-            # Progress moves a task at a time: tasks sized by ``concurrency``, as many as 16 batches.
-            return batch, max(batch, min(batch * 16, share)), interval
-        per_slot = math.ceil(plan.rows / (self._slots * TASKS_PER_SLOT)) if plan.rows else batch
-        task = math.ceil(per_slot / batch) * batch
-        if not given and self._large_rows:
-            task = min(task, TASK_BATCHES_BY_BYTES * batch)
-        return batch, task, interval
-
     @functools.cached_property
-    def _rows_by_bytes(self) -> int:
-        """Rows of input that make ``batch_bytes`` (the call's, the UDF's, or ``BATCH_BYTES``), from the
-        inputs' stored size per row (the plan's sample of the files' footers); at least one row.
-        Images or video of 1 MiB a row make batches of 64 rows, not thousands."""
-        per_row = self._plan.bytes_per_row
-        if not per_row:
-            return MAX_CHECKPOINT_SIZE
-        budget = self._opts.batch_bytes or self.udf.batch_bytes or BATCH_BYTES
-        return max(1, round(budget / per_row))
-
-    @property
-    def _large_rows(self) -> bool:
-        """Whether batches are cut by their bytes (images, video), not by their rows."""
-        return self._rows_by_bytes < MAX_CHECKPOINT_SIZE
-
-    @functools.cached_property
-    def _checkpoint_bytes(self) -> int:
-        return self._opts.checkpoint_bytes or self.udf.checkpoint_bytes or CHECKPOINT_BYTES
-
-    @property
-    def _streaming(self) -> bool:
-        return self._cluster.streaming
-
-    @functools.cached_property
-    def _slots(self) -> int:
-        """Tasks that run at once: ``concurrency``, or fewer when the cluster has fewer CPUs (GPUs)
-        than that many tasks ask for.
-
-        KubeRay clusters may scale up during the job: they get ``concurrency`` as given."""
-        return min(self._opts.concurrency, self._fits)
-
-    @functools.cached_property
-    def _inflight(self) -> int:
-        """Tasks kept submitted: one running and one queued in Ray per slot when the cluster's
-        resources are what limits the job (a worker that finishes a task starts the next at once
-        instead of after a round trip through the driver), never more than ``concurrency`` (Ray
-        would run them all if it could). A cancel reaches queued tasks as well as running ones."""
-        return min(self._opts.concurrency, 2 * self._fits)
-
-    @functools.cached_property
-    def _fits(self) -> int:
-        """How many tasks the cluster's CPUs (GPUs) hold at once (unbounded for KubeRay)."""
-        if self._cluster.kind == "kuberay":
-            return self._opts.concurrency
-        total = _ensure_ray().cluster_resources()
-        options = self._ray_options()
-        fits = [
-            int(total.get(resource, 0) // options[key])
-            for key, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU"))
-            if options.get(key)
-        ]
-        return max(1, min([self._opts.concurrency, *fits]))
-
-    def _ray_options(self) -> dict[str, Any]:
-        """Ray resources per task: backfill() arguments win over the UDF's own options."""
-        opts, fn = self._opts, self.udf
-
-        def pick(given: Any, default: Any) -> Any:
-            return given if given is not None else default
-
-        options: dict[str, Any] = {"num_cpus": pick(opts.num_cpus, pick(fn.num_cpus, 1))}
-        gpus = pick(opts.num_gpus, fn.num_gpus)
-        if gpus:
-            options["num_gpus"] = gpus
-        memory = pick(opts.memory, fn.memory)
-        if memory:
-            options["memory"] = memory
-        return options
+    def _sizing(self) -> Sizing:
+        return Sizing(self._opts, self.udf, self._cluster, self._plan.bytes_per_row, _ensure_ray)
 
     def _drive(self, started: float) -> BackfillResult:
         plan = first = self._plan
-        tally = _Tally(version=plan.version)
+        tally = Tally(version=plan.version)
         for _ in range(REPLANS + 1):
-            batch_size, task_size, interval = self._sizes()
+            batch_size, task_size, interval = self._sizing.sizes(self._plan.rows)
             tasks = plan.tasks(batch_size, task_size)
             if tasks:
                 # Fragments whose values predate version records get an all-NULL one first (a commit,
@@ -755,9 +482,9 @@ class Job:
             self._hand_over(tasks)
             for task in tasks:
                 task["checkpoint_seconds"] = interval
-                task["checkpoint_bytes"] = self._checkpoint_bytes
+                task["checkpoint_bytes"] = self._sizing.checkpoint_bytes
                 # Batches cut short by their bytes (large rows) are read one at a time.
-                task["joined"] = not self._large_rows
+                task["joined"] = not self._sizing.large_rows
                 task["files"] = self._files
                 task["manifest_tag"] = plan.manifest_tag
                 task["manifest"] = plan.manifest
@@ -805,7 +532,7 @@ class Job:
         """Marks the tasks that write their fragment's column file themselves: the one task of a
         fragment with nothing checkpointed yet (see ``worker.run_task``); and the tasks that hand
         their last rows to the fragment's commit in memory instead of checkpointing them: each
-        other fragment's last ``_inflight`` tasks, which run in its last wave. Either way a crash
+        other fragment's last ``Sizing.inflight`` tasks, which run in its last wave. Either way a crash
         loses at most ``checkpoint_seconds`` of work of each of as many tasks as the job keeps
         submitted. Through Ray Client (no generator tasks) every task checkpoints."""
         per_fragment = Counter(t["fragment_id"] for t in tasks)
@@ -813,12 +540,12 @@ class Job:
         for task in tasks:
             fid = task["fragment_id"]
             seen[fid] += 1
-            task["hand_over"] = self._streaming and per_fragment[fid] - seen[fid] < self._inflight
+            task["hand_over"] = self._sizing.streaming and per_fragment[fid] - seen[fid] < self._sizing.inflight
             task["write"] = None
             if task["hand_over"] and per_fragment[fid] == 1 and not any(done for _, _, done in task["batches"]):
                 task["write"] = {"version": self._commits.version, "column": self.column, "stamp": self._stamp}
 
-    def _replan(self, tally: _Tally) -> Any:
+    def _replan(self, tally: Tally) -> Any:
         """Plans again, at the latest version, the rows of fragments someone rewrote (a compaction)
         or removed before they could be committed: their rows now live in other fragments."""
         lost, tally.lost = sorted(tally.lost), []
@@ -835,15 +562,15 @@ class Job:
         self._update(rows_total=p.rows_total + plan.rows, fragments_total=p.fragments_total + len(plan.fragments()))
         return plan
 
-    def _run_tasks(self, tasks: list[dict[str, Any]], tally: _Tally, started: float) -> None:
-        """Keeps `_inflight` tasks submitted; commits each fragment once all its tasks are done."""
+    def _run_tasks(self, tasks: list[dict[str, Any]], tally: Tally, started: float) -> None:
+        """Keeps `Sizing.inflight` tasks submitted; commits each fragment once all its tasks are done."""
         ray = _ensure_ray()
         plan, opts, cluster = self._plan, self._opts, self._cluster
         env = cluster.worker_env
-        options = self._ray_options()
+        options = self._sizing.ray_options()
         if cluster.runtime_env:
             options["runtime_env"] = cluster.runtime_env
-        remote = _remote_task(ray, self._streaming).options(**options)
+        remote = _remote_task(ray, self._sizing.streaming).options(**options)
         # The UDF travels as bytes and is unpickled inside the task, after the session's
         # layers are on sys.path: its module references resolve against the shipped files.
         fn = self.udf
@@ -871,7 +598,7 @@ class Job:
                     )
                 queue.extendleft(reversed(self._reruns))
                 self._reruns.clear()
-                while queue and len(inflight) < self._inflight:
+                while queue and len(inflight) < self._sizing.inflight:
                     task = queue.popleft()
                     ref = remote.remote(
                         self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error, env, store
@@ -908,7 +635,7 @@ class Job:
             raise
 
     def _take_ready(
-        self, ray: Any, ready: list[Any], inflight: dict[Any, dict[str, Any]], tasks_left: Counter, tally: _Tally
+        self, ray: Any, ready: list[Any], inflight: dict[Any, dict[str, Any]], tasks_left: Counter, tally: Tally
     ) -> list[int]:
         """Adds the ready tasks' reports to the tally, drops the tasks that ended from ``inflight``;
         the fragments whose every task has now ended."""
@@ -917,7 +644,7 @@ class Job:
             task = inflight[ref]
             try:
                 ended = self._collect(ray, ref, task, tally)
-            except _Rerun as rerun:
+            except Rerun as rerun:
                 del inflight[ref]
                 self._reruns.append(rerun.task)
                 continue
@@ -936,12 +663,12 @@ class Job:
                 finished.append(task["fragment_id"])
         return finished
 
-    def _rerun(self, task: dict[str, Any], tally: _Tally, died: _WorkerDied) -> dict[str, Any]:
+    def _rerun(self, task: dict[str, Any], tally: Tally, died: WorkerDied) -> dict[str, Any]:
         """The task to run in place of one whose worker died: the same rows, with the batches its
         checkpoints hold marked done (not computed, nor counted, again); what it reported past its
         last checkpoint taken back from the tally. After ``TASK_RETRIES`` reruns the job fails,
         naming the rows the task was on."""
-        attempt = self._attempts.pop(id(task), _Attempt())
+        attempt = self._attempts.pop(id(task), Attempt())
         tally.add(attempt.lost(), sign=-1)
         durable = attempt.durable["batches"]
         batches = [
@@ -969,7 +696,7 @@ class Job:
         if uri in session.reachable:
             return
         # Shaped like the tasks, so it runs where they will (a head with no CPUs may see other disks).
-        options = {k: v for k, v in self._ray_options().items() if k in ("num_cpus", "num_gpus", "memory")}
+        options = {k: v for k, v in self._sizing.ray_options().items() if k in ("num_cpus", "num_gpus", "memory")}
         if session.runtime_env:
             options["runtime_env"] = session.runtime_env
         probe = ray.remote(max_retries=0)(worker.open_table).options(**options)
@@ -993,25 +720,25 @@ class Job:
             ) from None
         session.reachable.add(uri)
 
-    def _collect(self, ray: Any, ref: Any, task: dict[str, Any], tally: _Tally) -> bool:
+    def _collect(self, ray: Any, ref: Any, task: dict[str, Any], tally: Tally) -> bool:
         """Adds a ready task's report to the tally; True when the task has ended. A task whose
-        worker died raises ``_Rerun`` with the task to run in its place (see ``_rerun``)."""
+        worker died raises ``Rerun`` with the task to run in its place (see ``_rerun``)."""
         try:
-            if not self._streaming:
-                tally.add(_task_outcome(ray, ref, task))
+            if not self._sizing.streaming:
+                tally.add(task_outcome(ray, ref, task))
                 tally.checkpointed.add(task["fragment_id"])  # a plain task checkpoints every row it computes
                 return True
             try:
-                report = _task_outcome(ray, next(ref), task)
+                report = task_outcome(ray, next(ref), task)
             except StopIteration:
                 return True
-        except _WorkerDied as died:
+        except WorkerDied as died:
             tally.checkpointed.add(task["fragment_id"])  # it may have written one it did not report
-            raise _Rerun(self._rerun(task, tally, died)) from None
+            raise Rerun(self._rerun(task, tally, died)) from None
         tally.add(report)
         if "durable" in report:
             tally.checkpointed.add(task["fragment_id"])
-        self._attempts.setdefault(id(task), _Attempt()).add(report)
+        self._attempts.setdefault(id(task), Attempt()).add(report)
         if report.get("held"):  # the task's next item holds its last rows: kept as a reference, never fetched
             tally.held.setdefault(task["fragment_id"], []).append(next(ref))
         if "prepared" in report:  # the task wrote its fragment's column file

@@ -20,8 +20,8 @@ from geneva import tasks as worker
 from geneva.exceptions import BackfillError
 
 if TYPE_CHECKING:
-    from geneva.backfill import _Tally
     from geneva.db import Table
+    from geneva.outcomes import Tally
 
 COMMIT_SECONDS = 2.0  # finished fragments are committed together, at most this long after the first
 
@@ -55,7 +55,7 @@ class Commits:
         """Whether files are written and not yet committed."""
         return bool(self._ready)
 
-    def add(self, fragment_ids: list[int], tally: _Tally, ray: Any, store: dict[str, str] | None) -> None:
+    def add(self, fragment_ids: list[int], tally: Tally, ray: Any, store: dict[str, str] | None) -> None:
         """Adds fragments whose tasks have all ended to those ready to commit, with their new column
         files (and version records): written by the fragment's one task, or now by a task that
         writes it from the fragment's checkpoints and the rows its tasks handed over."""
@@ -105,7 +105,7 @@ class Commits:
         self._ready.extend((fid, group, True) for (fid, _, _), group in zip(work, prepared, strict=True))
         self._report(stage="running")
 
-    def publish(self, tally: _Tally, force: bool) -> None:
+    def publish(self, tally: Tally, force: bool) -> None:
         """Commits the fragments ready to commit, their values and version records in one
         transaction, once ``COMMIT_SECONDS`` have passed since the first of them was ready (or when
         ``force``d: at the job's end); then records the errors of the committed rows (so a job

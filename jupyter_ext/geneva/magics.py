@@ -380,7 +380,7 @@ def parse_cluster_yaml(body: str) -> dict[str, Any]:
     """The %%geneva_cluster body as ray_cluster() keyword arguments; mistakes are UsageErrors with line:column."""
     import yaml
 
-    from geneva.runners.ray._mgr import PARAMETERS
+    from geneva.runners.ray.params import PARAMETERS
     from geneva.runners.ray.raycluster import _HeadGroupSpec, _WorkerGroupSpec, close_matches
 
     if not body.strip():

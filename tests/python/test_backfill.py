@@ -709,11 +709,11 @@ def test_string_annotations_of_a_udf_defined_in_a_function() -> None:
 def test_default_checkpoints_are_written_by_time_within_a_task(db, tmp_path, monkeypatch) -> None:
     """Without a checkpoint_size a task keeps its computed batches and checkpoints them every
     CHECKPOINT_SECONDS: a cancel mid-task keeps what was computed before the last interval."""
-    from geneva import backfill
+    from geneva import sizing
 
     # Batches of 100 rows (0.1 s each) and a checkpoint at least every 0.5 s, in one task.
-    monkeypatch.setattr(backfill, "MIN_CHECKPOINT_SIZE", 100)
-    monkeypatch.setattr(backfill, "CHECKPOINT_SECONDS", 0.5)
+    monkeypatch.setattr(sizing, "MIN_CHECKPOINT_SIZE", 100)
+    monkeypatch.setattr(sizing, "CHECKPOINT_SECONDS", 0.5)
     tbl = db.create_table("t", make_rows(3000))
     counter = tmp_path / "calls"
     tbl.add_columns({"slow": slow_udf(counter, 0.001)})

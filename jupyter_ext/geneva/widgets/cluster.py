@@ -50,7 +50,7 @@ class ClusterDisplay:
         }
 
     def versions(self) -> list[tuple[str, str, str]]:
-        from geneva.runners.ray._mgr import host_facts
+        from geneva.runners.ray.facts import host_facts
 
         here = host_facts()
         there = self.session.cluster_facts or {}

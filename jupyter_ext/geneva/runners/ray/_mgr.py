@@ -17,55 +17,34 @@ which some kernels lose between cells). Exiting waits for running backfills (or 
 them when the exit comes from an exception or an interrupt, and says which), shuts Ray
 down, stops port-forwards and deletes the cluster per ``ExitMode``. atexit and the
 kernel's shutdown run the exit too, so nothing is leaked.
+
+Each step lives in its own module: the arguments' checks in ``params``, the platform facts and
+their comparison in ``facts``, reaching a Ray Client server in ``reach``, what ships in
+``shipping``; this module is the session's state machine.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from html import escape
 from typing import Any
 
 from geneva.exceptions import (
-    BlockedPackageError,
     ClusterError,
     ClusterMismatchError,
     InvalidInputError,
     SessionActiveError,
 )
+from geneva.runners.ray import facts, params, reach, shipping
+from geneva.runners.ray.facts import PlatformReport, compare, host_facts
+from geneva.runners.ray.params import PARAMETERS
 from geneva.runners.ray.raycluster import ExitMode, _HeadGroupSpec, _WorkerGroupSpec, check_keywords
 
-PARAMETERS = (
-    "addr",
-    "name",
-    "namespace",
-    "skip_site_packages",
-    "use_portforwarding",
-    "pip",
-    "exit_mode",
-    "on_exit",
-    "head_group",
-    "worker_groups",
-    "extra_env",
-    "ray_init_kwargs",
-    "dry_run",
-    "connect_timeout",
-    "upload_dir",
-    "wait_timeout",
-    "adopt",
-    "workspace",
-    "workspace_max_files",
-    "workspace_max_bytes",
-    "forward_credentials",
-    "secret_env",
-    "detach_jobs",
-)
-DEFAULT_CLIENT_PORT = 10001
+__all__ = ["PARAMETERS", "RayClusterSession", "active_session", "compare", "host_facts", "ray_cluster"]
 
 _LOCK = threading.RLock()
 _ACTIVE: list[RayClusterSession] = []  # at most one: the registry the magics build on
@@ -101,134 +80,10 @@ class Phase:
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class Fact:
-    name: str
-    here: str
-    there: str
-    effect: str  # "" when equal; else what the difference means
-
-    @property
-    def same(self) -> bool:
-        return self.here == self.there
-
-
-class PlatformReport:
-    """This kernel against the cluster: OS, CPU arch, libc, Python, Ray, geneva, pyarrow."""
-
-    def __init__(self, facts: list[Fact], target: str) -> None:
-        self.facts = facts
-        self.target = target
-
-    def differences(self) -> list[Fact]:
-        return [f for f in self.facts if not f.same]
-
-    def __repr__(self) -> str:
-        width = max(len(f.name) for f in self.facts)
-        here = max(len(f.here) for f in self.facts)
-        lines = [f"cluster platform {self.target}: {len(self.differences())} difference(s)"]
-        for f in self.facts:
-            mark = "  " if f.same else "!="
-            lines.append(f"  {f.name:<{width}}  {f.here:<{here}} {mark} {f.there}  {f.effect}".rstrip())
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{escape(f.name)}</td><td>{escape(f.here)}</td><td>{escape(f.there)}</td>"
-            f"<td style='text-align:left;color:{'inherit' if f.same else '#9a6700'}'>"
-            f"{escape(f.effect or 'same')}</td></tr>"
-            for f in self.facts
-        )
-        return (
-            f"<div class='geneva-platform'><p>cluster platform <code>{escape(self.target)}</code></p>"
-            f"<table><tr><th></th><th>this kernel</th><th>cluster</th><th></th></tr>{rows}</table></div>"
-        )
-
-
-def host_facts() -> dict[str, str]:
-    """This process's platform facts, as the cluster probe reports its own."""
-    import platform
-
-    import geneva
-
-    hp = geneva.host_platform()
-    try:
-        import pyarrow
-
-        arrow = pyarrow.__version__
-    except ImportError:  # pragma: no cover - geneva requires pyarrow
-        arrow = "-"
-    try:
-        from importlib.metadata import version
-
-        ray_version = version("ray")
-    except Exception:
-        ray_version = "-"
-    libc = hp.libc_family + (f" {hp.libc_version}" if hp.libc_version else "")
-    return {
-        "os": hp.os,
-        "arch": hp.arch,
-        "libc": libc,
-        "python": platform.python_version(),
-        "ray": ray_version,
-        "geneva": geneva.__version__,
-        "pyarrow": arrow,
-        "target": hp.target,
-    }
-
-
-def _probe() -> dict[str, str]:
-    """Runs on the cluster (a tiny Ray task): its facts."""
-    return host_facts()
-
-
-def compare(here: dict[str, str], there: dict[str, str]) -> PlatformReport:
-    """The table of differences, each with what it means for the session."""
-
-    def minor(version: str) -> str:
-        return ".".join(version.split(".")[:2])
-
-    effects = {
-        "os": "native packages are pinned for the cluster to install",
-        "arch": "native packages are pinned for the cluster to install",
-        "libc": "native packages needing a newer C library are pinned",
-        "python": "Ray Client needs the same Python minor version"
-        if minor(here["python"]) != minor(there["python"])
-        else "patch versions differ (fine)",
-        "ray": "Ray Client needs the same Ray version",
-        "geneva": "tasks run the cluster's geneva; upgrade one side to match",
-        "pyarrow": "values cross as Arrow: usually fine, same version is safest",
-    }
-    facts = [
-        Fact(
-            name, here.get(name, "-"), there.get(name, "-"), "" if here.get(name) == there.get(name) else effects[name]
-        )
-        for name in ("os", "arch", "libc", "python", "ray", "geneva", "pyarrow")
-    ]
-    return PlatformReport(facts, there.get("target", "?"))
-
-
-def check_versions(here: dict[str, str], there: dict[str, str], where: str) -> None:
-    """Refuse what Ray Client would reject, before anything is uploaded, with what to change."""
-    py_here, py_there = (".".join(v.split(".")[:2]) for v in (here["python"], there["python"]))
-    problems = []
-    if py_there and py_here != py_there:
-        problems.append(f"Python {py_there} there, {py_here} here")
-    if there.get("ray") and here["ray"] != there["ray"]:
-        problems.append(f"Ray {there['ray']} there, {here['ray']} here")
-    if problems:
-        raise ClusterMismatchError(
-            f"{where}: {' and '.join(problems)}; Ray Client needs the same Python minor version and the same Ray "
-            f"version on both sides. Fix: use a Ray image built for Python {py_here} with ray=={here['ray']} "
-            f"(e.g. rayproject/ray:{here['ray']}-py{py_here.replace('.', '')}), or run this notebook in a kernel "
-            f"with Python {py_there or py_here} and ray=={there.get('ray') or here['ray']}"
-        )
-
-
 class RayClusterSession:
     """One cluster, entered once. See the module docstring."""
 
-    def __init__(  # noqa: PLR0912, PLR0915 - every parameter is checked here, before anything starts
+    def __init__(
         self,
         addr: str | None = None,
         name: str | None = None,
@@ -254,51 +109,13 @@ class RayClusterSession:
         secret_env: dict[str, str] | None = None,
         detach_jobs: bool = True,
     ) -> None:
-        kuberay = name is not None or namespace is not None or head_group is not None or bool(worker_groups)
-        if addr is not None and use_portforwarding:
-            raise InvalidInputError(
-                f"addr={addr!r} with use_portforwarding=True: port-forwarding reaches a KubeRay head that geneva "
-                "creates; to connect to an existing cluster by address pass use_portforwarding=False"
-            )
-        if addr is not None and kuberay:
-            raise InvalidInputError(
-                "addr= connects to an existing Ray cluster, while name= / namespace= / head_group= / worker_groups= "
-                "create a KubeRay cluster: pass one or the other"
-            )
-        if exit_mode is not None and on_exit is not None and ExitMode.of(exit_mode) != ExitMode.of(on_exit):
-            raise InvalidInputError("exit_mode= and on_exit= are the same setting: pass one of them")
-        if not isinstance(skip_site_packages, bool):
-            raise InvalidInputError(f"skip_site_packages={skip_site_packages!r}: expected True or False")
-        if pip is not None and (not isinstance(pip, list) or not all(isinstance(p, str) and p.strip() for p in pip)):
-            raise InvalidInputError(f"pip={pip!r}: expected a list of requirement strings, e.g. ['humanize==4.9.0']")
-        if extra_env is not None and (
-            not isinstance(extra_env, dict)
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra_env.items())
-        ):
-            raise InvalidInputError("extra_env=...: expected a dict of strings, e.g. {'HF_HOME': '/cache/hf'}")
-        if ray_init_kwargs is not None and not isinstance(ray_init_kwargs, dict):
-            raise InvalidInputError(f"ray_init_kwargs={ray_init_kwargs!r}: expected a dict of ray.init() arguments")
-        if not isinstance(connect_timeout, (int, float)) or isinstance(connect_timeout, bool) or connect_timeout <= 0:
-            raise InvalidInputError(f"connect_timeout={connect_timeout!r}: expected a number of seconds > 0")
-        if not isinstance(wait_timeout, (int, float)) or isinstance(wait_timeout, bool) or wait_timeout <= 0:
-            raise InvalidInputError(f"wait_timeout={wait_timeout!r}: expected a number of seconds > 0")
-        _check_ownership_and_workspace(adopt, kuberay, workspace, workspace_max_files, workspace_max_bytes)
-        _check_secret_env(secret_env, extra_env, kuberay)
-        if not isinstance(forward_credentials, bool):
-            raise InvalidInputError(f"forward_credentials={forward_credentials!r}: expected True or False")
-        if not isinstance(detach_jobs, bool):
-            raise InvalidInputError(f"detach_jobs={detach_jobs!r}: expected True or False")
-        if dry_run and not kuberay:
-            raise InvalidInputError(
-                "dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)"
-            )
-
+        kuberay = params.check(**{k: v for k, v in locals().items() if k != "self"})
         self.kind = "kuberay" if kuberay else ("client" if addr is not None else "local")
         # A remote session's backfills run their drivers on the cluster (geneva.driver): they outlive the kernel.
         self.detach_jobs = detach_jobs
         self.addr = addr.removeprefix("ray://") if addr else None
         if addr is not None:
-            _split_addr(addr)  # a malformed address fails here, not on entering
+            reach.split_addr(addr)  # a malformed address fails here, not on entering
         self.name = name
         self.namespace = namespace or "default"
         self.skip_site_packages = skip_site_packages
@@ -467,11 +284,11 @@ class RayClusterSession:
         context = _ray.start_local(ray, **kwargs)
         self._owns_ray = True
         self.dashboard_url = getattr(context, "dashboard_url", None) or None
-        self._set_runtime_env(pins=[])
+        self.runtime_env = shipping.runtime_env([], self.pip, self.extra_env)
         self._phase("connecting", started, "embedded local Ray")
 
     def _enter_client(self) -> None:
-        host, port = _split_addr(self.addr or "")
+        host, port = reach.split_addr(self.addr or "")
         started = time.monotonic()
         self._connect_client(host, port)
         self._phase("connecting", started, f"ray://{host}:{port}")
@@ -505,8 +322,8 @@ class RayClusterSession:
         import ray
 
         deadline = self.connect_timeout
-        _check_reachable(host, port, min(5.0, deadline))
-        _ping_client_server(host, port, min(10.0, deadline))
+        reach.check_reachable(host, port, min(5.0, deadline))
+        reach.ping_client_server(host, port, min(10.0, deadline))
         if ray.is_initialized():
             from geneva import _ray
 
@@ -550,7 +367,7 @@ class RayClusterSession:
         here = host_facts()
         try:
             there = ray.get(
-                ray.remote(num_cpus=0, max_retries=0)(_probe).remote(), timeout=max(30.0, self.connect_timeout)
+                ray.remote(num_cpus=0, max_retries=0)(facts.probe).remote(), timeout=max(30.0, self.connect_timeout)
             )
         except ray.exceptions.GetTimeoutError:
             raise ClusterError(
@@ -566,7 +383,7 @@ class RayClusterSession:
             raise ClusterError(f"{where}: the platform probe failed: {exc}") from None
         self.cluster_facts = there
         self.platform = compare(here, there)
-        check_versions(here, there, where)
+        facts.check_versions(here, there, where)
         self._phase("preflight", started, f"{len(self.platform.differences())} difference(s)")
 
         self._package(there["target"], where)
@@ -574,53 +391,25 @@ class RayClusterSession:
     def _package(self, target: str, where: str) -> None:
         """Verdicts against the cluster's platform (refuse on block), then layers uploaded and pins."""
         started = time.monotonic()
-        from geneva import config, package
+        from geneva import package
 
-        upload = self.upload_dir or config.get("uploader.upload_dir")
-        if upload is None:
-            raise InvalidInputError(
-                "entering a remote cluster ships this notebook's files through uploader.upload_dir, which is not set: "
-                "set it to a folder or bucket every Ray node can read, e.g. "
-                "geneva.config.override_config(geneva.config.from_kv({'uploader.upload_dir': '/shared/geneva'})) "
-                "or the GENEVA_UPLOADER__UPLOAD_DIR environment variable"
-            )
+        upload = shipping.upload_dir(self.upload_dir)
         if not self.skip_site_packages:
             self.verdicts = package.check(target, self._site_packages)
-            if self.show_verdicts and (self.verdicts.pins() or self.verdicts.blocked()):
-                _show(self.verdicts)
-            blocked = self.verdicts.blocked()
-            if blocked:
-                reasons = "\n  ".join(f"{b['name']} {b['version']}: {b['reason']}" for b in blocked)
-                raise BlockedPackageError(
-                    f"{len(blocked)} distribution(s) can neither ship to {where} ({target}) nor be installed there:\n"
-                    f"  {reasons}\nFix: publish them to your package index, install them in the Ray image, "
-                    "or uninstall them here"
-                )
-        caps = {
-            "workspace_max_files": self.workspace_max_files or package.WORKSPACE_MAX_FILES,
-            "workspace_max_bytes": self.workspace_max_bytes or package.WORKSPACE_MAX_BYTES,
-        }
-        workspace = None
-        if self.workspace is not None:
-            from pathlib import Path
-
-            workspace = package.workspace_roots(Path(self.workspace).expanduser())
-        manifest = package.pack(
-            upload_dir=upload,
-            target=target,
+            shipping.refuse_blocked(self.verdicts, target, where, show=self.show_verdicts)
+        manifest, self.worker_env = shipping.pack(
+            upload,
+            target,
             skip_site_packages=self.skip_site_packages,
             site_packages=self._site_packages,
-            provided=package.provided_distributions(),
-            workspace=workspace,
-            **caps,
+            workspace=self.workspace,
+            max_files=self.workspace_max_files,
+            max_bytes=self.workspace_max_bytes,
         )
         self.manifest_info = manifest
-        self.worker_env = {
-            "digest": manifest["digest"],
-            "layers": [{"name": layer["name"], "shards": layer["shards"]} for layer in manifest["layers"]],
-            "site_packages_shipped": not self.skip_site_packages,
-        }
-        self._set_runtime_env(pins=manifest["pins"], store=package.store_settings(upload))
+        self.runtime_env = shipping.runtime_env(
+            manifest["pins"], self.pip, self.extra_env, package.store_settings(upload)
+        )
         files = sum(layer["files"] for layer in manifest["layers"])
         self._phase(
             "packaging",
@@ -628,21 +417,6 @@ class RayClusterSession:
             f"{files} files in {len(manifest['layers'])} layers, {manifest['bytes_uploaded']} bytes uploaded, "
             f"{len(manifest['pins'])} pinned",
         )
-
-    def _set_runtime_env(self, pins: list[str], store: dict[str, str] | None = None) -> None:
-        env: dict[str, Any] = {}
-        packages = [*pins, *self.pip]
-        if packages:
-            from geneva.package import index_options
-
-            env["pip"] = {"packages": packages, "pip_check": False}
-            options = index_options()
-            if options:
-                env["pip"]["pip_install_options"] = options
-        env_vars = {**(store or {}), **self.extra_env}
-        if env_vars:
-            env["env_vars"] = env_vars
-        self.runtime_env = env or None
 
     # -- exiting --------------------------------------------------------------------------
     def _deletes(self, failed: bool) -> bool:
@@ -773,164 +547,3 @@ class RayClusterSession:
 
     def _at_kernel_shutdown(self) -> None:
         self._leave(SystemExit, final=True)
-
-
-def _check_ownership_and_workspace(adopt: Any, kuberay: bool, workspace: Any, max_files: Any, max_bytes: Any) -> None:
-    """``adopt`` and the workspace settings of ``ray_cluster(...)``: errors that say what to pass."""
-    for key, cap in (("workspace_max_files", max_files), ("workspace_max_bytes", max_bytes)):
-        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
-            raise InvalidInputError(f"{key}={cap!r}: expected an int >= 1")
-    if workspace is not None:
-        from pathlib import Path
-
-        if not isinstance(workspace, (str, Path)) or not Path(workspace).expanduser().is_dir():
-            raise InvalidInputError(
-                f"workspace={workspace!r}: expected the folder of your project (the code the UDFs import)"
-            )
-    if not isinstance(adopt, bool):
-        raise InvalidInputError(f"adopt={adopt!r}: expected True or False")
-    if adopt and not kuberay:
-        raise InvalidInputError("adopt=True takes over an existing KubeRay cluster: pass name= too")
-
-
-_SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
-
-
-def _check_secret_env(secret_env: Any, extra_env: dict[str, str] | None, kuberay: bool) -> None:
-    """KubeRay pod specs never hold a secret as plain text: secrets come from Kubernetes Secrets."""
-    import re
-
-    if secret_env is not None:
-        if not kuberay:
-            raise InvalidInputError(
-                "secret_env= names Kubernetes Secrets for a KubeRay cluster's pods: pass name= too "
-                "(on an existing cluster, give the workers their credentials with extra_env= or a role)"
-            )
-        if not isinstance(secret_env, dict):
-            raise InvalidInputError(
-                "secret_env=...: expected a dict, e.g. {'AWS_SECRET_ACCESS_KEY': 'aws-creds/secret'}"
-            )
-        for name, ref in secret_env.items():
-            if not isinstance(ref, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+", ref):
-                raise InvalidInputError(
-                    f"secret_env[{name!r}]: expected 'secret-name/key' (a Kubernetes Secret and one of its keys), "
-                    "e.g. 'aws-creds/secret-access-key'"
-                )
-    if kuberay:
-        for name in extra_env or {}:
-            if any(word in name.upper() for word in _SECRET_WORDS):
-                raise InvalidInputError(
-                    f"extra_env[{name!r}] looks like a secret, and extra_env is written as plain text into the "
-                    f"RayCluster: put it in a Kubernetes Secret and pass secret_env={{{name!r}: 'secret-name/key'}}"
-                )
-
-
-def _show(obj: Any) -> None:
-    """Rich display in IPython (HTML in notebooks), else its text on stderr."""
-    if "IPython" in sys.modules:
-        from IPython import get_ipython
-
-        if get_ipython() is not None:
-            from IPython.display import display
-
-            display(obj)
-            return
-    print(repr(obj), file=sys.stderr)
-
-
-def _split_addr(addr: str) -> tuple[str, int]:
-    text = addr.strip().removeprefix("ray://")
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
-    if not host:
-        raise InvalidInputError(f"addr={addr!r}: expected HOST:PORT of the Ray Client server, e.g. 'ray-head:10001'")
-    if not port:
-        return host, DEFAULT_CLIENT_PORT
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidInputError(f"addr={addr!r}: {port!r} is not a port number; e.g. 'ray-head:10001'")
-    return host.strip("[]"), int(port)
-
-
-def _check_reachable(host: str, port: int, timeout: float) -> None:
-    """A plain TCP connect first: a wrong host or a closed port fails in seconds with the OS's reason."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except socket.gaierror as exc:
-        raise ClusterError(f"cannot resolve {host!r} (from addr): {exc.strerror or exc}; check the host name") from None
-    except TimeoutError:
-        raise ClusterError(
-            f"no answer from {host}:{port} within {timeout:.0f} s: is the head running and the port reachable "
-            "from here "
-            "(firewall, VPN, or use KubeRay's port-forwarding)?"
-        ) from None
-    except OSError as exc:
-        raise ClusterError(
-            f"cannot connect to {host}:{port}: {exc.strerror or exc}; is the Ray head running with its Ray Client "
-            f"server on that port (ray start --head --ray-client-server-port {port})?"
-        ) from None
-
-
-def _ping_client_server(host: str, port: int, timeout: float) -> None:
-    """One gRPC ping of the Ray Client server, so a refusal is reported with its real cause at once
-    (Ray's own connect retries for ~30 s, then says 'connection timeout').
-
-    Ray 2.60 heads enable token auth when a token exists (``~/.ray/auth_token``, written by the
-    first local Ray run) and ``RAY_AUTH_MODE`` is unset; Ray Client does not follow on its own. When
-    the head asks for a token, this kernel has one and ``RAY_AUTH_MODE`` is unset, token auth is
-    enabled here the same way (Ray's own helper) and the ping retried once.
-    """
-    import os
-
-    first = _ping_once(host, port, timeout)
-    if first is None:
-        return
-    code, details = first
-    import grpc
-
-    if code == grpc.StatusCode.UNAUTHENTICATED and "RAY_AUTH_MODE" not in os.environ:
-        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-
-        if maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
-            print("geneva: the Ray head requires a token; using this machine's Ray auth token", file=sys.stderr)
-            second = _ping_once(host, port, timeout)
-            if second is None:
-                return
-            code, details = second
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        raise ClusterError(
-            f"the Ray head at {host}:{port} requires an authentication token (RAY_AUTH_MODE=token) and refused "
-            f"this kernel's: {details}. Fix: put the cluster's token in ~/.ray/auth_token here (or set RAY_AUTH_TOKEN "
-            "or RAY_AUTH_TOKEN_PATH), set RAY_AUTH_MODE=token in the kernel's environment, restart the kernel and "
-            "enter again"
-        )
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        raise ClusterError(
-            f"{host}:{port} is a gRPC server but not a Ray Client server (it may be the GCS port 6379); "
-            f"the Ray Client port is set by `ray start --head --ray-client-server-port` (default {DEFAULT_CLIENT_PORT})"
-        )
-    if code is None:
-        raise ClusterError(
-            f"{host}:{port} accepts TCP connections but no gRPC server answered within {timeout:.0f} s: is this the "
-            f"Ray Client port (default {DEFAULT_CLIENT_PORT}) and not the dashboard's (8265)?"
-        )
-    raise ClusterError(f"the Ray Client server at {host}:{port} refused the connection: {code.name}: {details}")
-
-
-def _ping_once(host: str, port: int, timeout: float) -> tuple[Any, str] | None:
-    """None when the server answered; else (gRPC status code or None on timeout, details)."""
-    import grpc
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
-
-    channel = init_grpc_channel(f"{host}:{port}", options=[], asynchronous=False)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-        stub = ray_client_pb2_grpc.RayletDriverStub(channel)
-        stub.ClusterInfo(ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING), timeout=timeout)
-        return None
-    except grpc.FutureTimeoutError:
-        return None, "timeout"
-    except grpc.RpcError as exc:
-        return exc.code(), exc.details()
-    finally:
-        channel.close()

@@ -62,7 +62,7 @@ def spec_of(session: RayClusterSession, facts: dict[str, str]) -> dict[str, Any]
 def manifest(session: RayClusterSession) -> dict[str, Any]:
     """The RayCluster manifest (a dict), as ``dry_run=True`` returns it; calls no API."""
     from geneva import _native
-    from geneva.runners.ray._mgr import host_facts
+    from geneva.runners.ray.facts import host_facts
 
     _check_name(session.name, session.namespace)
     return json.loads(_native.kuberay_manifest(json.dumps(spec_of(session, host_facts()))))
