@@ -696,7 +696,7 @@ class Job:
         if uri in session.reachable:
             return
         # Shaped like the tasks, so it runs where they will (a head with no CPUs may see other disks).
-        options = {k: v for k, v in self._sizing.ray_options().items() if k in ("num_cpus", "num_gpus", "memory")}
+        options = self._sizing.ray_options()  # a fresh dict
         if session.runtime_env:
             options["runtime_env"] = session.runtime_env
         probe = ray.remote(max_retries=0)(worker.open_table).options(**options)

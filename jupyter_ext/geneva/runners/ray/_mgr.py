@@ -114,8 +114,6 @@ class RayClusterSession:
         # A remote session's backfills run their drivers on the cluster (geneva.driver): they outlive the kernel.
         self.detach_jobs = detach_jobs
         self.addr = addr.removeprefix("ray://") if addr else None
-        if addr is not None:
-            reach.split_addr(addr)  # a malformed address fails here, not on entering
         self.name = name
         self.namespace = namespace or "default"
         self.skip_site_packages = skip_site_packages

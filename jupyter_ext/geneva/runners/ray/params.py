@@ -8,6 +8,7 @@ from typing import Any
 
 from geneva.exceptions import InvalidInputError
 from geneva.runners.ray.raycluster import ExitMode
+from geneva.runners.ray.reach import split_addr
 
 PARAMETERS = (
     "addr",
@@ -69,6 +70,8 @@ def check(
             f"addr={addr!r} with use_portforwarding=True: port-forwarding reaches a KubeRay head that geneva "
             "creates; to connect to an existing cluster by address pass use_portforwarding=False"
         )
+    if addr is not None:
+        split_addr(addr)  # a malformed address fails here, not on entering
     if addr is not None and kuberay:
         raise InvalidInputError(
             "addr= connects to an existing Ray cluster, while name= / namespace= / head_group= / worker_groups= "
@@ -76,8 +79,6 @@ def check(
         )
     if exit_mode is not None and on_exit is not None and ExitMode.of(exit_mode) != ExitMode.of(on_exit):
         raise InvalidInputError("exit_mode= and on_exit= are the same setting: pass one of them")
-    if not isinstance(skip_site_packages, bool):
-        raise InvalidInputError(f"skip_site_packages={skip_site_packages!r}: expected True or False")
     if pip is not None and (not isinstance(pip, list) or not all(isinstance(p, str) and p.strip() for p in pip)):
         raise InvalidInputError(f"pip={pip!r}: expected a list of requirement strings, e.g. ['humanize==4.9.0']")
     if extra_env is not None and (
@@ -87,16 +88,15 @@ def check(
         raise InvalidInputError("extra_env=...: expected a dict of strings, e.g. {'HF_HOME': '/cache/hf'}")
     if ray_init_kwargs is not None and not isinstance(ray_init_kwargs, dict):
         raise InvalidInputError(f"ray_init_kwargs={ray_init_kwargs!r}: expected a dict of ray.init() arguments")
-    if not isinstance(connect_timeout, (int, float)) or isinstance(connect_timeout, bool) or connect_timeout <= 0:
-        raise InvalidInputError(f"connect_timeout={connect_timeout!r}: expected a number of seconds > 0")
-    if not isinstance(wait_timeout, (int, float)) or isinstance(wait_timeout, bool) or wait_timeout <= 0:
-        raise InvalidInputError(f"wait_timeout={wait_timeout!r}: expected a number of seconds > 0")
+    for key, seconds in (("connect_timeout", connect_timeout), ("wait_timeout", wait_timeout)):
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
+            raise InvalidInputError(f"{key}={seconds!r}: expected a number of seconds > 0")
     _check_ownership_and_workspace(adopt, kuberay, workspace, workspace_max_files, workspace_max_bytes)
     _check_secret_env(secret_env, extra_env, kuberay)
-    if not isinstance(forward_credentials, bool):
-        raise InvalidInputError(f"forward_credentials={forward_credentials!r}: expected True or False")
-    if not isinstance(detach_jobs, bool):
-        raise InvalidInputError(f"detach_jobs={detach_jobs!r}: expected True or False")
+    flags = (("skip_site_packages", skip_site_packages), ("forward_credentials", forward_credentials))
+    for key, flag in (*flags, ("detach_jobs", detach_jobs)):
+        if not isinstance(flag, bool):
+            raise InvalidInputError(f"{key}={flag!r}: expected True or False")
     if dry_run and not kuberay:
         raise InvalidInputError(
             "dry_run=True shows the RayCluster manifest of a KubeRay cluster: pass name= (and group specs)"
