@@ -25,6 +25,8 @@ pub struct BackfillPlan {
     /// The fragments that had checkpoints when `tasks` listed them: a fragment with none then, whose
     /// tasks wrote none, is prepared without listing them again.
     had_checkpoints: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// The checkpoints listed while the plan opened the table, for the first `tasks` (see `PREFETCH_FRESH`).
+    prefetched: std::sync::Mutex<Option<(std::time::Instant, Vec<Found>)>>,
     /// Bytes a row of the inputs takes as stored (the most among a few planned fragments), when known.
     bytes_per_row: Option<f64>,
     /// The tag of the planned version's manifest (see `table::expect_manifest`), when the store gives one.
@@ -33,10 +35,24 @@ pub struct BackfillPlan {
     manifest: Option<Vec<u8>>,
 }
 
+/// How long the checkpoints listed while planning stand for the store's: a `tasks` right after the
+/// plan (a job's start) uses them instead of a LIST of its own; a later one (a job started long
+/// after its plan, a replan) lists again. Only another run of the same job could have written
+/// checkpoints since: its rows are then computed twice, never lost.
+const PREFETCH_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl BackfillPlan {
     fn listed(&self, py: Python<'_>) -> PyResult<Vec<Found>> {
         let store = self.store.clone();
         block_on(py, async move { store.list().await }, backfill_error)
+    }
+
+    /// The job's checkpoints for `tasks`: those listed while planning when fresh, else a LIST.
+    fn listed_for_tasks(&self, py: Python<'_>) -> PyResult<Vec<Found>> {
+        match self.prefetched.lock().ok().and_then(|mut p| p.take()) {
+            Some((at, found)) if at.elapsed() < PREFETCH_FRESH => Ok(found),
+            _ => self.listed(py),
+        }
     }
 }
 
@@ -102,7 +118,7 @@ impl BackfillPlan {
     fn tasks<'py>(&self, py: Python<'py>, batch_size: usize, task_size: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let batch_size = batch_size.max(1);
         let per_task = (task_size / batch_size).max(1) * batch_size;
-        let found = self.listed(py)?;
+        let found = self.listed_for_tasks(py)?;
         if let Ok(mut had) = self.had_checkpoints.lock() {
             *had = found.iter().map(|f| f.fragment_id).collect();
         }
@@ -240,42 +256,52 @@ fn plan_backfill(
     let options = storage_options.unwrap_or_default();
     let store = CheckpointStore::with_options(&uri, &column, &job_key, options.clone());
     let table_uri = uri.clone();
-    let plan = block_on(
+    let listing = store.clone();
+    let planning = async move {
+        let ds = std::sync::Arc::new(match version {
+            Some(v) => table::open_with(&uri, Some(v), &options).await?,
+            None => table::open_latest_pinned(&uri, &options).await?,
+        });
+        table::validate_columns(&ds, std::slice::from_ref(&column))?;
+        if let Some(f) = &filter {
+            table::validate_filter(&ds, f).await?;
+        }
+        let null_target = null_target.filter(|_| filter.is_none());
+        let combined = match (filter, stale) {
+            (Some(f), Some(s)) => Some(format!("({f}) AND ({s})")),
+            (f, s) => f.or(s),
+        };
+        let plan =
+            backfill::plan(&ds, combined.as_deref(), &input_columns, null_target.as_deref(), count_by.as_deref())
+                .await?;
+        // Sampled from the first, middle and last planned fragments' file footers (a read each);
+        // an estimate: a failure leaves it unknown, never fails the plan.
+        let frags = &plan.fragments;
+        let mut bytes_per_row: Option<f64> = None;
+        if !frags.is_empty() {
+            let mut sample = vec![0, frags.len() / 2, frags.len() - 1];
+            sample.dedup();
+            for i in sample {
+                let found = stored_bytes_per_row(&ds, frags[i].fragment_id, &input_columns).await.ok().flatten();
+                bytes_per_row = match (bytes_per_row, found) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        let pinned = (table::manifest_tag(&ds), table::shipped::pack(&ds));
+        Ok::<_, backfill::BackfillError>((plan, bytes_per_row, pinned))
+    };
+    // The job's checkpoints are listed while the table opens: on an object store that is one round
+    // trip less before the first task. A failed LIST is left to `tasks` to make again and report.
+    let (plan, prefetched) = block_on(
         py,
         async move {
-            let ds = std::sync::Arc::new(match version {
-                Some(v) => table::open_with(&uri, Some(v), &options).await?,
-                None => table::open_latest_pinned(&uri, &options).await?,
-            });
-            table::validate_columns(&ds, std::slice::from_ref(&column))?;
-            if let Some(f) = &filter {
-                table::validate_filter(&ds, f).await?;
-            }
-            let null_target = null_target.filter(|_| filter.is_none());
-            let combined = match (filter, stale) {
-                (Some(f), Some(s)) => Some(format!("({f}) AND ({s})")),
-                (f, s) => f.or(s),
-            };
-            let plan =
-                backfill::plan(&ds, combined.as_deref(), &input_columns, null_target.as_deref(), count_by.as_deref())
-                    .await?;
-            // Sampled from the first, middle and last planned fragments' file footers (a read each);
-            // an estimate: a failure leaves it unknown, never fails the plan.
-            let frags = &plan.fragments;
-            let mut bytes_per_row: Option<f64> = None;
-            if !frags.is_empty() {
-                let mut sample = vec![0, frags.len() / 2, frags.len() - 1];
-                sample.dedup();
-                for i in sample {
-                    let found = stored_bytes_per_row(&ds, frags[i].fragment_id, &input_columns).await.ok().flatten();
-                    bytes_per_row = match (bytes_per_row, found) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-            }
-            let pinned = (table::manifest_tag(&ds), table::shipped::pack(&ds));
-            Ok::<_, backfill::BackfillError>((plan, bytes_per_row, pinned))
+            // Its own task: building the checkpoints' store client takes CPU the plan need not wait on.
+            let listed = tokio::spawn(async move { listing.list().await.ok() });
+            let planned = planning.await;
+            let listed = listed.await.ok().flatten();
+            planned.map(|p| (p, listed.map(|found| (std::time::Instant::now(), found))))
         },
         backfill_error,
     )?;
@@ -286,6 +312,7 @@ fn plan_backfill(
         store,
         last_listed: Default::default(),
         had_checkpoints: Default::default(),
+        prefetched: std::sync::Mutex::new(prefetched),
         bytes_per_row,
         manifest_tag,
         manifest,

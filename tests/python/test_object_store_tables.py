@@ -159,6 +159,36 @@ def test_the_workers_of_a_job_take_the_planned_manifest_from_the_driver(s3, s3_s
         proxy.stop()
 
 
+def test_a_plan_lists_the_jobs_checkpoints_while_it_opens_the_table(s3, s3_server) -> None:
+    """The LIST of a job's checkpoints (what an earlier run of the job left to resume from) runs
+    while the plan opens the table, not as a round trip of its own between planning and the first
+    task; a later tasks() (a replan) lists them again."""
+    from urllib.parse import unquote
+
+    import numpy as np
+    from geneva.backfill import _plan
+    from object_stores import StoreProxy
+
+    proxy = StoreProxy(s3_server.endpoint)
+    try:
+        uri, options = s3
+        db = geneva.connect(uri, storage_options={**options, "aws_endpoint": proxy.endpoint})
+        tbl = db.create_table("t", pa.table({"x": np.arange(1_000, dtype=np.int64)}))
+        tbl.add_columns({"y": plus_one})
+        proxy.log.clear()
+        plan = _plan(tbl, "y", plus_one, ["x"], None)
+        checkpoints = f"{plan.checkpoint_root.split('/', 3)[-1]}"
+        listed = [r for r in proxy.log if r.startswith("GET ") and "list-type=2" in r and checkpoints in unquote(r)]
+        assert len(listed) == 1, proxy.log
+        proxy.log.clear()
+        assert [t["rows"] for t in plan.tasks(100, 500)] == [500, 500]
+        assert proxy.log == []
+        plan.tasks(100, 500)
+        assert len(proxy.log) == 1 and "list-type=2" in proxy.log[0], proxy.log
+    finally:
+        proxy.stop()
+
+
 def test_per_table_options_override_the_connection(s3, s3_server) -> None:
     from ray_head import free_port
 
