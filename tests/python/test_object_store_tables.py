@@ -92,13 +92,26 @@ def test_skip_errors_and_a_rerun_on_s3(s3) -> None:
     assert tbl.backfill("p", on_error="skip").rows_failed == 4  # the failed rows, again
 
 
-def test_a_column_file_of_a_few_mib_is_one_put_and_a_job_lists_its_checkpoints_once(s3, s3_server) -> None:
+@pytest.fixture
+def proxied(s3, s3_server):
+    """A database on moto reached through a StoreProxy that logs every request: (db, proxy, the
+    storage options without the proxy, to read results back directly)."""
+    from object_stores import StoreProxy
+
+    uri, options = s3
+    proxy = StoreProxy(s3_server.endpoint)
+    try:
+        yield geneva.connect(uri, storage_options={**options, "aws_endpoint": proxy.endpoint}), proxy, options
+    finally:
+        proxy.stop()
+
+
+def test_a_column_file_of_a_few_mib_is_one_put_and_a_job_lists_its_checkpoints_once(proxied) -> None:
     """Lance uploads a file past 5 MiB in parts (start, parts, complete: two requests more, and a store
     that joins the parts); up to 16 MiB geneva sends it as one PUT, past that in parts, whole. A job
     whose fragments had no checkpoint and wrote none lists the checkpoints once, when planning."""
     import numpy as np
     import pyarrow.compute as pc
-    from object_stores import StoreProxy
 
     @geneva.udf(data_type=pa.float64())
     def half(x: pa.Array) -> pa.Array:
@@ -111,55 +124,44 @@ def test_a_column_file_of_a_few_mib_is_one_put_and_a_job_lists_its_checkpoints_o
         values = pc.cast(x, pa.float64()).to_numpy()
         return pa.FixedSizeListArray.from_arrays(np.repeat(values, 3), 3)
 
-    proxy = StoreProxy(s3_server.endpoint)
-    try:
-        uri, options = s3
-        db = geneva.connect(uri, storage_options={**options, "aws_endpoint": proxy.endpoint})
-        rows = 1_000_000  # one fragment
-        tbl = db.create_table("t", pa.table({"x": np.arange(rows, dtype=np.int64)}))
-        tbl.add_columns({"half": half, "triple": triple})
-        for column, one_put in (("half", True), ("triple", False)):  # files of 8 MB and 24 MB
-            proxy.log.clear()
-            assert tbl.backfill(column).rows_processed == rows
-            writes = [r for r in proxy.log if "/t.lance/data/" in r and not r.startswith("GET ")]
-            if one_put:
-                assert len(writes) == 1 and writes[0].startswith("PUT "), writes
-            else:
-                assert any("?uploads" in w for w in writes) and len(writes) >= 4, writes
-            listings = [r for r in proxy.log if "list-type=2" in r and "_geneva%2Fcheckpoints" in r]
-            assert len(listings) == 1, listings
-        got = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "half", "triple"])
-        x = got["x"].to_numpy()
-        assert got["half"].to_numpy().tolist() == (x * 0.5).tolist()
-        assert pc.list_flatten(got["triple"]).to_numpy().tolist() == np.repeat(x.astype(np.float64), 3).tolist()
-    finally:
-        proxy.stop()
+    db, proxy, options = proxied
+    rows = 1_000_000  # one fragment
+    tbl = db.create_table("t", pa.table({"x": np.arange(rows, dtype=np.int64)}))
+    tbl.add_columns({"half": half, "triple": triple})
+    for column, one_put in (("half", True), ("triple", False)):  # files of 8 MB and 24 MB
+        proxy.log.clear()
+        assert tbl.backfill(column).rows_processed == rows
+        writes = [r for r in proxy.log if "/t.lance/data/" in r and not r.startswith("GET ")]
+        if one_put:
+            assert len(writes) == 1 and writes[0].startswith("PUT "), writes
+        else:
+            assert any("?uploads" in w for w in writes) and len(writes) >= 4, writes
+        listings = [r for r in proxy.log if "list-type=2" in r and "_geneva%2Fcheckpoints" in r]
+        assert len(listings) == 1, listings
+    got = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "half", "triple"])
+    x = got["x"].to_numpy()
+    assert got["half"].to_numpy().tolist() == (x * 0.5).tolist()
+    assert pc.list_flatten(got["triple"]).to_numpy().tolist() == np.repeat(x.astype(np.float64), 3).tolist()
 
 
-def test_the_workers_of_a_job_take_the_planned_manifest_from_the_driver(s3, s3_server) -> None:
+def test_the_workers_of_a_job_take_the_planned_manifest_from_the_driver(proxied) -> None:
     """The driver ships the manifest of the version it planned with the tasks: a worker process does
     not look it up (HEAD) and read it (GET) again (two round trips before its first read of data)."""
     import numpy as np
-    from object_stores import StoreProxy
 
-    proxy = StoreProxy(s3_server.endpoint)
-    try:
-        uri, options = s3
-        db = geneva.connect(uri, storage_options={**options, "aws_endpoint": proxy.endpoint})
-        tbl = db.create_table("t", pa.table({"x": np.arange(200_000, dtype=np.int64)}))
-        tbl.add_columns({"y": plus_one})
-        proxy.log.clear()
-        assert tbl.backfill("y", checkpoint_size=10_000, task_size=50_000).rows_processed == 200_000
-        manifests = [r for r in proxy.log if "/t.lance/_versions/" in r and not r.startswith("PUT ")]
-        heads = [r for r in manifests if r.startswith("HEAD ")]
-        assert heads == [] and len(manifests) <= 1, manifests  # at most the driver's own read
-        y = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "y"])
-        assert y["y"].to_pylist() == [x + 1 for x in y["x"].to_pylist()]
-    finally:
-        proxy.stop()
+    db, proxy, options = proxied
+    tbl = db.create_table("t", pa.table({"x": np.arange(200_000, dtype=np.int64)}))
+    tbl.add_columns({"y": plus_one})
+    proxy.log.clear()
+    assert tbl.backfill("y", checkpoint_size=10_000, task_size=50_000).rows_processed == 200_000
+    manifests = [r for r in proxy.log if "/t.lance/_versions/" in r and not r.startswith("PUT ")]
+    heads = [r for r in manifests if r.startswith("HEAD ")]
+    assert heads == [] and len(manifests) <= 1, manifests  # at most the driver's own read
+    y = lance.dataset(tbl.uri, storage_options=options).to_table(columns=["x", "y"])
+    assert y["y"].to_pylist() == [x + 1 for x in y["x"].to_pylist()]
 
 
-def test_a_plan_lists_the_jobs_checkpoints_while_it_opens_the_table(s3, s3_server) -> None:
+def test_a_plan_lists_the_jobs_checkpoints_while_it_opens_the_table(proxied) -> None:
     """The LIST of a job's checkpoints (what an earlier run of the job left to resume from) runs
     while the plan opens the table, not as a round trip of its own between planning and the first
     task; a later tasks() (a replan) lists them again."""
@@ -167,26 +169,20 @@ def test_a_plan_lists_the_jobs_checkpoints_while_it_opens_the_table(s3, s3_serve
 
     import numpy as np
     from geneva.backfill import _plan
-    from object_stores import StoreProxy
 
-    proxy = StoreProxy(s3_server.endpoint)
-    try:
-        uri, options = s3
-        db = geneva.connect(uri, storage_options={**options, "aws_endpoint": proxy.endpoint})
-        tbl = db.create_table("t", pa.table({"x": np.arange(1_000, dtype=np.int64)}))
-        tbl.add_columns({"y": plus_one})
-        proxy.log.clear()
-        plan = _plan(tbl, "y", plus_one, ["x"], None)
-        checkpoints = f"{plan.checkpoint_root.split('/', 3)[-1]}"
-        listed = [r for r in proxy.log if r.startswith("GET ") and "list-type=2" in r and checkpoints in unquote(r)]
-        assert len(listed) == 1, proxy.log
-        proxy.log.clear()
-        assert [t["rows"] for t in plan.tasks(100, 500)] == [500, 500]
-        assert proxy.log == []
-        plan.tasks(100, 500)
-        assert len(proxy.log) == 1 and "list-type=2" in proxy.log[0], proxy.log
-    finally:
-        proxy.stop()
+    db, proxy, _ = proxied
+    tbl = db.create_table("t", pa.table({"x": np.arange(1_000, dtype=np.int64)}))
+    tbl.add_columns({"y": plus_one})
+    proxy.log.clear()
+    plan = _plan(tbl, "y", plus_one, ["x"], None)
+    checkpoints = f"{plan.checkpoint_root.split('/', 3)[-1]}"
+    listed = [r for r in proxy.log if r.startswith("GET ") and "list-type=2" in r and checkpoints in unquote(r)]
+    assert len(listed) == 1, proxy.log
+    proxy.log.clear()
+    assert [t["rows"] for t in plan.tasks(100, 500)] == [500, 500]
+    assert proxy.log == []
+    plan.tasks(100, 500)
+    assert len(proxy.log) == 1 and "list-type=2" in proxy.log[0], proxy.log
 
 
 def test_per_table_options_override_the_connection(s3, s3_server) -> None:
