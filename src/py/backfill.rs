@@ -257,55 +257,52 @@ fn plan_backfill(
     let store = CheckpointStore::with_options(&uri, &column, &job_key, options.clone());
     let table_uri = uri.clone();
     let listing = store.clone();
-    let planning = async move {
-        let ds = std::sync::Arc::new(match version {
-            Some(v) => table::open_with(&uri, Some(v), &options).await?,
-            None => table::open_latest_pinned(&uri, &options).await?,
-        });
-        table::validate_columns(&ds, std::slice::from_ref(&column))?;
-        if let Some(f) = &filter {
-            table::validate_filter(&ds, f).await?;
-        }
-        let null_target = null_target.filter(|_| filter.is_none());
-        let combined = match (filter, stale) {
-            (Some(f), Some(s)) => Some(format!("({f}) AND ({s})")),
-            (f, s) => f.or(s),
-        };
-        let plan =
-            backfill::plan(&ds, combined.as_deref(), &input_columns, null_target.as_deref(), count_by.as_deref())
-                .await?;
-        // Sampled from the first, middle and last planned fragments' file footers (a read each);
-        // an estimate: a failure leaves it unknown, never fails the plan.
-        let frags = &plan.fragments;
-        let mut bytes_per_row: Option<f64> = None;
-        if !frags.is_empty() {
-            let mut sample = vec![0, frags.len() / 2, frags.len() - 1];
-            sample.dedup();
-            for i in sample {
-                let found = stored_bytes_per_row(&ds, frags[i].fragment_id, &input_columns).await.ok().flatten();
-                bytes_per_row = match (bytes_per_row, found) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-        let pinned = (table::manifest_tag(&ds), table::shipped::pack(&ds));
-        Ok::<_, backfill::BackfillError>((plan, bytes_per_row, pinned))
-    };
-    // The job's checkpoints are listed while the table opens: on an object store that is one round
-    // trip less before the first task. A failed LIST is left to `tasks` to make again and report.
-    let (plan, prefetched) = block_on(
+    let plan = block_on(
         py,
         async move {
-            // Its own task: building the checkpoints' store client takes CPU the plan need not wait on.
-            let listed = tokio::spawn(async move { listing.list().await.ok() });
-            let planned = planning.await;
-            let listed = listed.await.ok().flatten();
-            planned.map(|p| (p, listed.map(|found| (std::time::Instant::now(), found))))
+            // The job's checkpoints are listed while the table opens, on a task of their own (building
+            // their store's client takes CPU the plan need not wait on): on an object store that is one
+            // round trip less before the first task. A failed LIST is left to `tasks` to make again.
+            let listed =
+                tokio::spawn(async move { listing.list().await.ok().map(|found| (std::time::Instant::now(), found)) });
+            let ds = std::sync::Arc::new(match version {
+                Some(v) => table::open_with(&uri, Some(v), &options).await?,
+                None => table::open_latest_pinned(&uri, &options).await?,
+            });
+            table::validate_columns(&ds, std::slice::from_ref(&column))?;
+            if let Some(f) = &filter {
+                table::validate_filter(&ds, f).await?;
+            }
+            let null_target = null_target.filter(|_| filter.is_none());
+            let combined = match (filter, stale) {
+                (Some(f), Some(s)) => Some(format!("({f}) AND ({s})")),
+                (f, s) => f.or(s),
+            };
+            let plan =
+                backfill::plan(&ds, combined.as_deref(), &input_columns, null_target.as_deref(), count_by.as_deref())
+                    .await?;
+            // Sampled from the first, middle and last planned fragments' file footers (a read each);
+            // an estimate: a failure leaves it unknown, never fails the plan.
+            let frags = &plan.fragments;
+            let mut bytes_per_row: Option<f64> = None;
+            if !frags.is_empty() {
+                let mut sample = vec![0, frags.len() / 2, frags.len() - 1];
+                sample.dedup();
+                for i in sample {
+                    let found = stored_bytes_per_row(&ds, frags[i].fragment_id, &input_columns).await.ok().flatten();
+                    bytes_per_row = match (bytes_per_row, found) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+            let pinned = (table::manifest_tag(&ds), table::shipped::pack(&ds));
+            let prefetched = listed.await.ok().flatten();
+            Ok::<_, backfill::BackfillError>((plan, bytes_per_row, pinned, prefetched))
         },
         backfill_error,
     )?;
-    let (plan, bytes_per_row, (manifest_tag, manifest)) = plan;
+    let (plan, bytes_per_row, (manifest_tag, manifest), prefetched) = plan;
     Ok(BackfillPlan {
         uri: table_uri,
         plan,
