@@ -157,10 +157,11 @@ def plan_backfill(
     ``version``: the latest version as the caller just read it (not listed again), or None."""
 
 class RowRuns:
-    """Batches of row ranges of one fragment, read ahead: one batch per range, in order."""
+    """Batches of row ranges of one fragment, read ahead, in order: (first physical offset, batch),
+    one per range or per piece of a range."""
 
     def __iter__(self) -> RowRuns: ...
-    def __next__(self) -> pa.RecordBatch: ...
+    def __next__(self) -> tuple[int, pa.RecordBatch]: ...
 
 def read_runs(
     uri: str,
@@ -170,8 +171,10 @@ def read_runs(
     columns: list[str],
     storage_options: dict[str, str] | None = None,
     joined: bool = True,
+    budget: int | None = None,
 ) -> RowRuns:
-    """``joined``: adjacent ranges in one read (small rows), else range by range (large rows)."""
+    """``joined``: adjacent ranges in one read (small rows), else range by range (large rows);
+    ``budget``: ranges in pieces of at most that many bytes decoded. Yields (first offset, batch)."""
 
 def read_rows(
     uri: str,

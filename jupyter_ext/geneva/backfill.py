@@ -485,6 +485,7 @@ class Job:
                 task["checkpoint_bytes"] = self._sizing.checkpoint_bytes
                 # Batches cut short by their bytes (large rows) are read one at a time.
                 task["joined"] = not self._sizing.large_rows
+                task["batch_bytes"] = self._sizing.batch_bytes
                 task["files"] = self._files
                 task["manifest_tag"] = plan.manifest_tag
                 task["manifest"] = plan.manifest
@@ -670,10 +671,13 @@ class Job:
         naming the rows the task was on."""
         attempt = self._attempts.pop(id(task), Attempt())
         tally.add(attempt.lost(), sign=-1)
-        durable = attempt.durable["batches"]
-        batches = [
-            (start, end, done or (2 if i < durable else 0)) for i, (start, end, done) in enumerate(task["batches"])
-        ]
+        durable, into = attempt.durable["batches"], attempt.durable.get("rows", 0)
+        batches = []
+        for i, (start, end, done) in enumerate(task["batches"]):
+            if i == durable and into and not done:  # checkpointed up to a row inside this batch
+                batches += [(start, start + into, 2), (start + into, end, 0)]
+            else:
+                batches.append((start, end, done or (2 if i < durable else 0)))
         runs = task.get("attempt", 0) + 1
         if runs > TASK_RETRIES:
             left = [(start, end) for start, end, done in batches if not done] or [task["batches"][-1][:2]]

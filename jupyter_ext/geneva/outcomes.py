@@ -119,7 +119,7 @@ class Attempt:
     its worker dies, the rest is taken back from the tally and the task runs again from there."""
 
     reported: dict[str, Any] = field(default_factory=lambda: worker.Counts().take())
-    durable: dict[str, Any] = field(default_factory=lambda: {**worker.Counts().take(), "batches": 0})
+    durable: dict[str, Any] = field(default_factory=lambda: {**worker.Counts().take(), "batches": 0, "rows": 0})
 
     def add(self, report: dict[str, Any]) -> None:
         for key in worker.COUNTED:
@@ -131,6 +131,7 @@ class Attempt:
                 **{key: mark[key] for key in worker.COUNTED},
                 "errors": self.reported["errors"][: mark["errors"]],
                 "batches": mark["batches"],
+                "rows": mark.get("rows", 0),
             }
 
     def lost(self) -> dict[str, Any]:

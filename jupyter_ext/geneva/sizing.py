@@ -77,8 +77,14 @@ class Sizing:
         per_row = self._bytes_per_row
         if not per_row:
             return MAX_CHECKPOINT_SIZE
-        budget = self._opts.batch_bytes or self._udf.batch_bytes or BATCH_BYTES
-        return max(1, round(budget / per_row))
+        return max(1, round(self.batch_bytes / per_row))
+
+    @property
+    def batch_bytes(self) -> int:
+        """The bytes of input a batch holds at most, decoded (the tasks' reader cuts a batch whose rows
+        turn out larger than planned into pieces of this size: sizes as stored understate compressed
+        values)."""
+        return self._opts.batch_bytes or self._udf.batch_bytes or BATCH_BYTES
 
     @property
     def large_rows(self) -> bool:

@@ -195,12 +195,15 @@ def run_task(
     files = task.get("files") or []
     read = [c for c in inputs if c not in files]
     writer = _writer(table_uri, task, store)
-    # A gapless task's batches are read ahead, each stretch of them in one sequential read.
+    # A gapless task's batches are read ahead, each stretch of them in one sequential read, in pieces
+    # of at most the job's batch bytes (decoded) each.
     runs = None
     if offsets is None:
         first = task["first"]
         ranges = [(first + start, first + end) for start, end, done in task["batches"] if not done]
-        runs = _native.read_runs(table_uri, version, fragment_id, ranges, read, store, task.get("joined", True))
+        runs = _native.read_runs(
+            table_uri, version, fragment_id, ranges, read, store, task.get("joined", True), task.get("batch_bytes")
+        )
     for index, (start, end, done) in enumerate(task["batches"]):
         if done:
             pending.flush()  # a checkpoint holds a contiguous run of the plan
@@ -208,23 +211,28 @@ def run_task(
                 counts.resumed += end - start
             counts.checkpointed(index + 1)
         else:
-            if runs is not None:
-                batch_offsets = _run_of(task["first"] + start, end - start)
-                rows = next(runs)
-            else:
-                batch_offsets = offsets[start:end]
-                rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, read, store)
-            opened = {
-                inputs.index(c): _blob_files(table_uri, version, fragment_id, batch_offsets, c, store) for c in files
-            }
-            computed = _compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts, opened)
-            if writer is not None:
-                writer.write(batch_offsets, *computed)
-            flushed = pending.add(batch_offsets, *computed)
-            if flushed:
-                counts.checkpointed(index + 1)
-                # Reported at once: if the worker dies, its rerun starts from this checkpoint.
-                yield counts.take()
+            got = 0  # rows of this batch computed so far
+            while got < end - start:
+                if runs is not None:
+                    first, rows = next(runs)
+                    batch_offsets = _run_of(first, rows.num_rows)
+                else:
+                    batch_offsets = offsets[start:end]
+                    rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, read, store)
+                got += len(batch_offsets)
+                opened = {
+                    inputs.index(c): _blob_files(table_uri, version, fragment_id, batch_offsets, c, store)
+                    for c in files
+                }
+                computed = _compute(fn, call, rows, batch_offsets, fragment_id, on_error, counts, opened)
+                del rows, opened
+                if writer is not None:
+                    writer.write(batch_offsets, *computed)
+                if pending.add(batch_offsets, *computed):
+                    # Reported at once: if the worker dies, its rerun starts from this checkpoint (which
+                    # may end inside a batch: a batch of rows larger than planned comes in pieces).
+                    counts.checkpointed(index + 1, 0) if got == end - start else counts.checkpointed(index, got)
+                    yield counts.take()
         if counts.due():
             yield counts.take()
     yield from _finish(table_uri, task, pending, counts, store, writer)
@@ -370,10 +378,11 @@ class Counts:
     def count_retry(self) -> None:
         self.retried += 1
 
-    def checkpointed(self, batches: int) -> None:
-        """The task's first ``batches`` batches are done and in checkpoints (or were planned done)."""
+    def checkpointed(self, batches: int, rows: int = 0) -> None:
+        """The task's first ``batches`` batches are done and in checkpoints (or were planned done), and
+        the first ``rows`` rows of the next one."""
         now = {key: self.total[key] + getattr(self, key) for key in COUNTED}
-        self.durable = {**now, "errors": self.total["errors"] + len(self.errors), "batches": batches}
+        self.durable = {**now, "errors": self.total["errors"] + len(self.errors), "batches": batches, "rows": rows}
 
     def take(self) -> dict[str, Any]:
         out: dict[str, Any] = {key: getattr(self, key) for key in COUNTED}

@@ -138,15 +138,8 @@ impl BackfillPlan {
                 } else {
                     dict.set_item("offsets", PyArrowType(UInt32Array::from(task_offsets.to_vec()).into_data()))?;
                 }
-                let batches: Vec<(usize, usize, bool)> = (0..task_offsets.len())
-                    .step_by(batch_size)
-                    .map(|start| {
-                        let end = (start + batch_size).min(task_offsets.len());
-                        let base = t * per_task;
-                        (start, end, covered[base + start..base + end].iter().all(|c| *c))
-                    })
-                    .collect();
-                dict.set_item("batches", batches)?;
+                let base = t * per_task;
+                dict.set_item("batches", backfill::batches(&covered[base..base + task_offsets.len()], batch_size))?;
                 out.push(dict);
             }
         }
@@ -515,7 +508,7 @@ impl RowRuns {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyArrowType<RecordBatch>>> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<(u32, PyArrowType<RecordBatch>)>> {
         // Out of the mutex while waiting (the GIL is released); put back after.
         let taken = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         let Some(mut reader) = taken else { return Ok(None) };
@@ -530,18 +523,20 @@ impl RowRuns {
         match next {
             None => Ok(None),
             Some(Err(e)) => Err(backfill_error(e)),
-            Some(Ok(batch)) => {
+            Some(Ok((first, batch))) => {
                 *self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reader);
-                Ok(Some(PyArrowType(batch)))
+                Ok(Some((first, PyArrowType(batch))))
             }
         }
     }
 }
 
 /// Starts reading `ranges` ([start, end) physical offsets, ascending) of fragment
-/// `fragment_id`, columns `columns`: one batch per range, in order.
+/// `fragment_id`, columns `columns`: (first offset, batch) per range in order, or per piece of a
+/// range of at most `budget` bytes decoded (see `read::RunReader`).
 #[pyfunction]
-#[pyo3(signature = (uri, version, fragment_id, ranges, columns, storage_options=None, joined=true))]
+#[pyo3(signature = (uri, version, fragment_id, ranges, columns, storage_options=None, joined=true, budget=None))]
+#[allow(clippy::too_many_arguments)]
 fn read_runs(
     uri: String,
     version: u64,
@@ -550,6 +545,7 @@ fn read_runs(
     columns: Vec<String>,
     storage_options: Option<StorageOptions>,
     joined: bool,
+    budget: Option<u64>,
 ) -> PyResult<RowRuns> {
     if let Some((start, end)) = ranges.iter().find(|(s, e)| s >= e) {
         return Err(pyo3::exceptions::PyValueError::new_err(format!("empty row range {start}..{end}")));
@@ -560,7 +556,7 @@ fn read_runs(
     let ranges = ranges.into_iter().map(|(s, e)| s..e).collect();
     let options = storage_options.unwrap_or_default();
     let runtime = crate::runtime::runtime();
-    let reader = read::RunReader::start(runtime.handle(), uri, options, version, fragment_id, ranges, columns, joined);
+    let reader = read::RunReader::start(runtime.handle(), uri, options, version, fragment_id, ranges, columns, joined, budget);
     Ok(RowRuns { reader: std::sync::Mutex::new(Some(reader)) })
 }
 

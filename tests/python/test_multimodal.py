@@ -409,3 +409,74 @@ def test_batches_of_blob_encoded_inputs_are_sized_by_the_values_bytes(s3_server)
         assert theirs(tbl, ["size"])["size"].to_pylist() == [1 << 20] * 24
     finally:
         proxy.stop()
+
+
+def compressible_reader(sizes: list[int], batch_rows: int = 100) -> pa.RecordBatchReader:
+    """Rows ``id, content`` with ``content`` of ``sizes[i]`` bytes of a 16-byte random pattern
+    repeated: Lance stores them compressed (1.5 GiB of values take a few hundred KiB on disk), so
+    only their decoded size tells how much memory a batch of them takes. Written ``batch_rows`` at
+    a time, never all in memory."""
+    schema = pa.schema([("id", pa.int64()), ("content", pa.large_binary())])
+
+    def batches():
+        rng = np.random.default_rng(len(sizes))
+        for start in range(0, len(sizes), batch_rows):
+            part = sizes[start : start + batch_rows]
+            yield pa.record_batch(
+                [
+                    pa.array(range(start, start + len(part)), pa.int64()),
+                    pa.array([(rng.bytes(16) * (n // 16 + 1))[:n] for n in part], pa.large_binary()),
+                ],
+                schema=schema,
+            )
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def batches_seen(tbl, budget: int) -> list[tuple[int, int]]:
+    """Backfills an array UDF that records, for each row, the rows and input bytes of the batch it
+    was called with; returns each call's (rows, bytes) in offset order."""
+
+    @geneva.udf(data_type=pa.int64())
+    def seen(content: pa.Array) -> pa.Array:
+        lengths = pa.compute.binary_length(content).to_numpy(zero_copy_only=False)
+        return pa.array(np.full(len(content), (len(content) << 40) | int(lengths.sum()), np.int64))
+
+    tbl.add_columns({"seen": seen})
+    assert tbl.backfill("seen", batch_bytes=budget).rows_processed == tbl.count_rows()
+    calls, last = [], None
+    for value in theirs(tbl, ["seen"])["seen"].to_pylist():
+        rows, nbytes = value >> 40, value & ((1 << 40) - 1)
+        if last is None or last[2] == 0:
+            last = [rows, nbytes, rows]
+            calls.append((rows, nbytes))
+        last[2] -= 1
+    return calls
+
+
+def test_batches_are_bounded_by_the_values_decoded_bytes_not_their_stored_bytes(tmp_path) -> None:
+    """One fragment of 200 values of 1 MiB that Lance stores compressed (a few KiB on disk): with
+    batch_bytes=8 MiB every call of the UDF gets at most 8 rows (8 MiB of values). Before: the plan
+    sized batches by the stored bytes (a few bytes a row), so one call got all 200 rows (200 MiB;
+    1.5 GiB in one worker for a 1,500-row table)."""
+    tbl = geneva.connect(tmp_path / "db").create_table("t", compressible_reader([1 << 20] * 200))
+    assert len(lance.dataset(tbl.uri).get_fragments()) == 1
+    calls = batches_seen(tbl, 8 << 20)
+    assert sum(rows for rows, _ in calls) == 200
+    assert max(nbytes for _, nbytes in calls) <= 8 << 20, calls
+    assert len(calls) >= 25, calls
+
+
+def test_mixed_sizes_batches_stay_within_the_budget_and_a_larger_value_goes_alone(tmp_path) -> None:
+    """1 KiB values with three of 100 MiB among them (one fragment, stored compressed), a budget of
+    8 MiB: each 100 MiB value is a call of its own; every other call holds at most 8 MiB."""
+    sizes = [1024] * 3000
+    big = {700, 1500, 1501}
+    for i in big:
+        sizes[i] = 100 << 20
+    tbl = geneva.connect(tmp_path / "db").create_table("t", compressible_reader(sizes, batch_rows=500))
+    calls = batches_seen(tbl, 8 << 20)
+    assert sum(rows for rows, _ in calls) == 3000
+    alone = [c for c in calls if c[1] >= 100 << 20]
+    assert alone == [(1, 100 << 20)] * 3, alone
+    assert max(nbytes for rows, nbytes in calls if nbytes < 100 << 20) <= 8 << 20, calls
