@@ -490,7 +490,7 @@ class Job:
                 task["manifest_tag"] = plan.manifest_tag
                 task["manifest"] = plan.manifest
             if tasks:
-                self._run_tasks(tasks, tally, started)
+                self._run_tasks(self._grouped(tasks, task_size), tally, started)
             if not tally.lost:
                 break
             plan = self._replan(tally)
@@ -572,6 +572,7 @@ class Job:
         if cluster.runtime_env:
             options["runtime_env"] = cluster.runtime_env
         remote = _remote_task(ray, self._sizing.streaming).options(**options)
+        remote_group = _remote_task(ray, True, group=True).options(**options)
         # The UDF travels as bytes and is unpickled inside the task, after the session's
         # layers are on sys.path: its module references resolve against the shipped files.
         fn = self.udf
@@ -586,7 +587,7 @@ class Job:
             from geneva.runners.ray._mgr import active_session
 
             self._check_reachable(ray, active_session(), store)
-        tasks_left = Counter(t["fragment_id"] for t in tasks)
+        tasks_left = Counter(t["fragment_id"] for task in tasks for t in task.get("group", [task]))
         queue = deque(tasks)
         inflight: dict[Any, dict[str, Any]] = {}
         self._update(stage="running")
@@ -601,8 +602,9 @@ class Job:
                 self._reruns.clear()
                 while queue and len(inflight) < self._sizing.inflight:
                     task = queue.popleft()
-                    ref = remote.remote(
-                        self.table.uri, plan.version, task, udf_ref, self._inputs, opts.on_error, env, store
+                    run, work = (remote_group, task["group"]) if "group" in task else (remote, task)
+                    ref = run.remote(
+                        self.table.uri, plan.version, work, udf_ref, self._inputs, opts.on_error, env, store
                     )
                     inflight[ref] = task
                 # A generator is ready when a report (or its end, or its error) has arrived; a
@@ -638,16 +640,16 @@ class Job:
     def _take_ready(
         self, ray: Any, ready: list[Any], inflight: dict[Any, dict[str, Any]], tasks_left: Counter, tally: Tally
     ) -> list[int]:
-        """Adds the ready tasks' reports to the tally, drops the tasks that ended from ``inflight``;
+        """Adds the ready tasks' reports to the tally, drops the Ray tasks that ended from ``inflight``;
         the fragments whose every task has now ended."""
         finished = []
         for ref in ready:
             task = inflight[ref]
             try:
-                ended = self._collect(ray, ref, task, tally)
+                ended, over = self._collect(ray, ref, task, tally)
             except Rerun as rerun:
                 del inflight[ref]
-                self._reruns.append(rerun.task)
+                self._reruns.extend(rerun.tasks)
                 continue
             except BaseException:
                 # It has ended (in error): never cancelled. A force-cancel of a task Ray is
@@ -655,13 +657,13 @@ class Job:
                 # Ray 2.60's task_manager.cc).
                 del inflight[ref]
                 raise
-            if not ended:
-                continue
-            self._attempts.pop(id(task), None)
-            del inflight[ref]
-            tasks_left[task["fragment_id"]] -= 1
-            if tasks_left[task["fragment_id"]] == 0:
-                finished.append(task["fragment_id"])
+            if over:
+                del inflight[ref]
+            for one in ended:
+                self._attempts.pop(id(one), None)
+                tasks_left[one["fragment_id"]] -= 1
+                if tasks_left[one["fragment_id"]] == 0:
+                    finished.append(one["fragment_id"])
         return finished
 
     def _rerun(self, task: dict[str, Any], tally: Tally, died: WorkerDied) -> dict[str, Any]:
@@ -724,21 +726,38 @@ class Job:
             ) from None
         session.reachable.add(uri)
 
-    def _collect(self, ray: Any, ref: Any, task: dict[str, Any], tally: Tally) -> bool:
-        """Adds a ready task's report to the tally; True when the task has ended. A task whose
-        worker died raises ``Rerun`` with the task to run in its place (see ``_rerun``)."""
+    def _collect(self, ray: Any, ref: Any, task: dict[str, Any], tally: Tally) -> tuple[list[dict[str, Any]], bool]:
+        """Adds a ready Ray task's report to the tally: the tasks that have ended (several for a group,
+        see ``_grouped``) and whether the Ray task is over. A task whose worker died raises ``Rerun``
+        with the tasks to run in its place (see ``_rerun``): a group's that had not ended."""
+        group = task.get("group")
         try:
             if not self._sizing.streaming:
                 tally.add(task_outcome(ray, ref, task))
                 tally.checkpointed.add(task["fragment_id"])  # a plain task checkpoints every row it computes
-                return True
+                return [task], True
             try:
                 report = task_outcome(ray, next(ref), task)
             except StopIteration:
-                return True
+                return ([] if group else [task]), True
         except WorkerDied as died:
-            tally.checkpointed.add(task["fragment_id"])  # it may have written one it did not report
-            raise Rerun(self._rerun(task, tally, died)) from None
+            left = [t for t in group if id(t) not in task["ended"]] if group else [task]
+            for one in left:
+                tally.checkpointed.add(one["fragment_id"])  # it may have written one it did not report
+            raise Rerun([self._rerun(one, tally, died) for one in left]) from None
+        if group is None:
+            last = self._take_report(ray, ref, task, report, tally)
+            return ([task] if last else []), last
+        ended = []
+        for part in report:
+            one = group[part["part"]]
+            if self._take_report(ray, ref, one, part, tally):
+                task["ended"].add(id(one))
+                ended.append(one)
+        return ended, len(task["ended"]) == len(group)
+
+    def _take_report(self, ray: Any, ref: Any, task: dict[str, Any], report: dict[str, Any], tally: Tally) -> bool:
+        """Adds one task's report to the tally; whether it was the task's last."""
         tally.add(report)
         if "durable" in report:
             tally.checkpointed.add(task["fragment_id"])
@@ -749,9 +768,35 @@ class Job:
             tally.prepared[task["fragment_id"]] = (report["prepared"], report["checkpoints"] > 0)
         return report.get("last", False)
 
+    def _grouped(self, tasks: list[dict[str, Any]], task_size: int) -> list[dict[str, Any]]:
+        """The tasks that compute a small fragment whole (each writes its fragment's file) run several
+        to a Ray task, up to ``task_size`` rows together (see ``worker.run_group``): a Ray task and its
+        reports a fragment were most of a job's time on a table of many small fragments."""
+        if not self._sizing.streaming:
+            return tasks
+        out: list[dict[str, Any]] = []
+        group: list[dict[str, Any]] = []
+        rows = 0
+        for task in [*tasks, None]:
+            if task is not None and task.get("write") is not None and (not group or rows + task["rows"] <= task_size):
+                group.append(task)
+                rows += task["rows"]
+                continue
+            if len(group) > 1:
+                out.append({"group": group, "fragment_id": group[0]["fragment_id"], "ended": set()})
+            else:
+                out.extend(group)
+            group, rows = [], 0
+            if task is not None and task.get("write") is not None:
+                group, rows = [task], task["rows"]
+            elif task is not None:
+                out.append(task)
+        return out
+
 
 @functools.cache
-def _remote_task(ray: Any, streaming: bool) -> Any:
+def _remote_task(ray: Any, streaming: bool, group: bool = False) -> Any:
     """The Ray task, defined once: Ray exports a function's code at its first call on each
     cluster (and again on a new one), not at every job."""
-    return ray.remote(max_retries=0)(worker.run_task if streaming else worker.run_whole_task)
+    run = worker.run_group if group else worker.run_task if streaming else worker.run_whole_task
+    return ray.remote(max_retries=0)(run)

@@ -148,11 +148,11 @@ class WorkerDied(Exception):
 
 
 class Rerun(Exception):
-    """The task to run in place of one whose worker died."""
+    """The tasks to run in place of those a dead worker was running (one, or a group's)."""
 
-    def __init__(self, task: dict[str, Any]) -> None:
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
         super().__init__()
-        self.task = task
+        self.tasks = tasks
 
 
 @functools.cache

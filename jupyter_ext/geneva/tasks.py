@@ -212,13 +212,7 @@ def run_task(
             counts.checkpointed(index + 1)
         else:
             got = 0  # rows of this batch computed so far
-            while got < end - start:
-                if runs is not None:
-                    first, rows = next(runs)
-                    batch_offsets = _run_of(first, rows.num_rows)
-                else:
-                    batch_offsets = offsets[start:end]
-                    rows = _native.read_rows(table_uri, version, fragment_id, batch_offsets, read, store)
+            for batch_offsets, rows in _pieces(runs, table_uri, version, task, start, end, read, store):
                 got += len(batch_offsets)
                 opened = {
                     inputs.index(c): _blob_files(table_uri, version, fragment_id, batch_offsets, c, store)
@@ -236,6 +230,22 @@ def run_task(
         if counts.due():
             yield counts.take()
     yield from _finish(table_uri, task, pending, counts, store, writer)
+
+
+def _pieces(
+    runs: Any, uri: str, version: int, task: dict[str, Any], start: int, end: int, read: list[str], store: Any
+) -> Iterator[tuple[pa.Array, pa.RecordBatch]]:
+    """The (offsets, input rows) of the task's batch [start, end): from the task's sequential read
+    ``runs``, in pieces of at most its batch bytes; else (rows with gaps) one take."""
+    if runs is None:
+        offsets = task["offsets"][start:end]
+        yield offsets, _native.read_rows(uri, version, task["fragment_id"], offsets, read, store)
+        return
+    got = 0
+    while got < end - start:
+        first, rows = next(runs)
+        got += rows.num_rows
+        yield _run_of(first, rows.num_rows), rows
 
 
 def _writer(table_uri: str, task: dict[str, Any], store: dict[str, str] | None) -> Any:
@@ -399,6 +409,32 @@ class Counts:
 
 
 COUNTED = ("processed", "resumed", "failed", "bytes_read", "bytes_written", "retried")
+
+
+def run_group(
+    table_uri: str,
+    version: int,
+    group: list[dict[str, Any]],
+    udf_blob: bytes,
+    inputs: list[str],
+    on_error: str,
+    env: dict[str, Any] | None = None,
+    store: dict[str, str] | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """One Ray (generator) task for several small fragments, each computed whole by a task of its own
+    (``run_task``, one after another): their reports, each marked with its task's ``part`` of
+    ``group``, come in lists at most every ``PROGRESS_SECONDS`` (a Ray task and an item a fragment
+    were most of a small fragment's cost), and at once after a report of rows made durable."""
+    held: list[dict[str, Any]] = []
+    since = time.monotonic()
+    for part, task in enumerate(group):
+        for report in run_task(table_uri, version, task, udf_blob, inputs, on_error, env, store):
+            held.append({**report, "part": part})
+            if "durable" in report or time.monotonic() - since >= PROGRESS_SECONDS:
+                yield held
+                held, since = [], time.monotonic()
+    if held:
+        yield held
 
 
 def run_whole_task(*args: Any) -> dict[str, Any]:

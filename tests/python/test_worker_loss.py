@@ -152,3 +152,73 @@ def test_the_display_says_what_was_done_again() -> None:
     p = Progress(job_id="j", column="c", stage="running", rows_total=10, rows_done=5, task_retries=1, udf_retries=3)
     assert "1 task rerun (worker died), 3 UDF calls retried" in progress.text(p)
     assert "1 task rerun (worker died), 3 UDF calls retried" in progress.html(p)
+
+
+def small_fragments(tmp_path, fragments: int, rows: int):
+    """A table of ``fragments`` fragments of ``rows`` rows each (pylance's writer), opened by geneva."""
+    uri = tmp_path / "db" / "t.lance"
+    data = pa.table({"id": pa.array(range(fragments * rows), pa.int64())})
+    lance.write_dataset(data, str(uri), max_rows_per_file=rows)
+    assert len(lance.dataset(str(uri)).get_fragments()) == fragments
+    return geneva.connect(tmp_path / "db").open_table("t")
+
+
+def test_small_fragments_run_several_to_a_ray_task_each_computed_once(tmp_path) -> None:
+    """200 fragments of 50 rows: a few Ray tasks compute them all (each fragment whole, writing its own
+    file), not one Ray task a fragment; every row computed exactly once, values right."""
+    log = tmp_path / "calls"
+    log.touch()
+
+    @geneva.udf(data_type=pa.int64())
+    def double(id: pa.Array) -> pa.Array:
+        import ray
+
+        with open(log, "a") as f:
+            task = ray.get_runtime_context().get_task_id()
+            f.write("".join(f"{i} {task}\n" for i in id.to_pylist()))
+        return pa.compute.multiply(id, 2)
+
+    tbl = small_fragments(tmp_path, 200, 50)
+    tbl.add_columns({"double": double})
+    result = tbl.backfill("double", concurrency=2)
+    assert (result.rows_processed, result.fragments_committed) == (10_000, 200)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert collections.Counter(int(i) for i, _ in lines) == collections.Counter(range(10_000))
+    ray_tasks = {task for _, task in lines}
+    assert len(ray_tasks) <= 8, len(ray_tasks)  # was 200: one a fragment
+    got = lance.dataset(tbl.uri).to_table(columns=["id", "double"]).to_pydict()
+    assert got["double"] == [2 * i for i in got["id"]]
+
+
+def test_a_worker_that_dies_in_a_group_of_small_fragments_reruns_only_the_fragments_not_done(tmp_path) -> None:
+    """The UDF ends its worker on row 5,025 (fragment 100 of 200, in a Ray task computing many small
+    fragments): the fragments that task had finished and reported are committed from their files, the
+    others computed again (the finished ones it had not reported yet among them: reports are sent
+    every 0.25 s); values right, one retry per task rerun."""
+    marker, log = tmp_path / "crashed", tmp_path / "calls"
+    log.touch()
+
+    @geneva.udf
+    def double(id: int) -> int:
+        with open(log, "a") as f:
+            f.write(f"{id}\n")
+        if id == 5025 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return 2 * id
+
+    tbl = small_fragments(tmp_path, 200, 50)
+    tbl.add_columns({"double": double})
+    result = tbl.backfill("double", concurrency=2)
+    assert marker.exists()
+    assert (result.rows_processed, result.rows_failed, result.fragments_committed) == (10_000, 0, 200)
+    assert result.task_retries >= 1
+    got = lance.dataset(tbl.uri).to_table(columns=["id", "double"]).to_pydict()
+    assert got["double"] == [2 * i for i in got["id"]]
+    seen = calls(log)
+    assert set(seen) == set(range(10_000))
+    again = sorted(i for i, n in seen.items() if n > 1)
+    # Computed twice: whole fragments the dead task had not reported, up to its row (those after it
+    # were never reached); none of the fragments other tasks computed.
+    assert again == list(range(again[0], 5026)) and again[0] % 50 == 0, (again[:3], again[-3:])
+    assert all(n <= 2 for n in seen.values())
