@@ -1,8 +1,9 @@
-"""Tables of 1 MiB values at two sizes: the process tree's peak memory (PSS: the kernel, the
-embedded Ray's GCS and raylet, the workers) during a backfill, against the same tree idle, and the
-throughput; prints a markdown table.
+"""Tables of 1 MiB values in one fragment at two sizes: the process tree's peak memory (PSS: the
+kernel, the embedded Ray's GCS and raylet, the workers) during a backfill, against the same tree
+idle, each task worker's own peak, and the throughput; prints a markdown table. Values random (their
+stored size is their size) and compressible (a few KiB stored for 1 MiB decoded).
 
-    .venv/bin/python bench/multimodal.py [--mib 1536 3072]
+    .venv/bin/python bench/multimodal.py [--mib 1536 3072] [--values random compressible]
 
 Each (size, UDF) runs in a fresh process with its own embedded Ray (num_cpus=2): the idle figure
 is that tree after Ray started and a small warm-up job ran, the peak is sampled every 50 ms
@@ -25,13 +26,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "python"))
 
 
-def child(mib: int, column: str) -> dict:
+def child(mib: int, column: str, values: str = "random") -> dict:
+    """One job in this process: ``mib`` rows of 1 MiB in one fragment, ``values`` random (as stored
+    about their size) or compressible (a 16-byte pattern repeated: a few KiB stored)."""
     import hashlib
 
     import geneva
+    import lance
     import ray
-    from test_multimodal import blob_reader
+    from test_multimodal import blob_reader, compressible_reader
     from tree_memory import TreePeak
+
+    def reader(rows: int):
+        return compressible_reader([1 << 20] * rows) if values == "compressible" else blob_reader(rows)
 
     @geneva.udf
     def digest(content: bytes) -> str:
@@ -44,10 +51,11 @@ def child(mib: int, column: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="geneva-bench-mm-", dir="/var/tmp"))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     db = geneva.connect(tmp / "db")
-    warm = db.create_table("warm", blob_reader(16))
+    warm = db.create_table("warm", reader(16))
     warm.add_columns({"digest": digest, "quarter": quarter})
     warm.backfill(column)
-    tbl = db.create_table("blobs", blob_reader(mib))
+    tbl = db.create_table("blobs", reader(mib))
+    fragments = len(lance.dataset(tbl.uri).get_fragments())
     tbl.add_columns({"digest": digest, "quarter": quarter})
     time.sleep(1)
     with TreePeak() as peak:
@@ -64,37 +72,49 @@ def child(mib: int, column: str) -> dict:
         "processes": peak.processes,
         "idle_processes": peak.idle_processes,
         "at_peak": [(name, pss >> 20) for name, pss in peak.breakdown()],
+        # Each task worker's own peak (Ray names a worker process ray::run_task while it runs one).
+        "worker_peaks": peak.peaks_of("ray::run"),
+        "fragments": fragments,
         "peaks_summed": peak.peaks_summed,
     }
+
+
+def run_child(mib: int, column: str, values: str) -> dict:
+    run = subprocess.run(
+        [sys.executable, __file__, "--child", str(mib), column, values], capture_output=True, text=True, check=False
+    )
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    if run.returncode != 0 or not lines:
+        raise SystemExit(f"{column} {values} {mib} MiB failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    return json.loads(lines[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, nargs=2, default=[1536, 3072], help="the two table sizes (rows of 1 MiB)")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--values", nargs="+", default=["random", "compressible"], help="the values' kinds")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(int(args.child[0]), args.child[1])))
+        print(json.dumps(child(int(args.child[0]), *args.child[1:])))
         return 0
-    gib = 2**30
+    gib, mib_ = 2**30, 2**20
     rows = [
-        "| UDF | table | tree idle | tree peak | peak - idle | processes' own peaks, summed, - idle | time | MiB/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| values | UDF | table | fragments | tree idle | tree peak | peak - idle | each task worker's peak "
+        "| time | MiB/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for column in ("digest", "quarter"):
-        for mib in args.mib:
-            run = subprocess.run(
-                [sys.executable, __file__, "--child", str(mib), column], capture_output=True, text=True, check=False
-            )
-            lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
-            if run.returncode != 0 or not lines:
-                raise SystemExit(f"{column} {mib} MiB failed ({run.returncode}):\n{run.stderr[-3000:]}")
-            r = json.loads(lines[-1])
-            rows.append(
-                f"| {column} | {mib / 1024:.1f} GiB | {r['idle'] / gib:.2f} GiB | {r['peak'] / gib:.2f} GiB | "
-                f"{(r['peak'] - r['idle']) / gib:.2f} GiB | {(r['peaks_summed'] - r['idle']) / gib:.2f} GiB | "
-                f"{r['seconds']:.1f} s | {mib / r['seconds']:.0f} |"
-            )
+    for values in args.values:
+        for column in ("digest", "quarter"):
+            for mib in args.mib:
+                r = run_child(mib, column, values)
+                workers = ", ".join(f"{p / mib_:.0f}" for p in r["worker_peaks"][:4])
+                rows.append(
+                    f"| {values} | {column} | {mib / 1024:.1f} GiB | {r['fragments']} | {r['idle'] / gib:.2f} GiB | "
+                    f"{r['peak'] / gib:.2f} GiB | {(r['peak'] - r['idle']) / gib:.2f} GiB | {workers} MiB | "
+                    f"{r['seconds']:.1f} s | {mib / r['seconds']:.0f} |"
+                )
+                print(rows[-1], file=sys.stderr)
     print("\n".join(rows))
     return 0
 

@@ -11,7 +11,7 @@ pub mod read;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, checkpoints_of, covered};
 pub use commit::{Committed, Stamp, commit_fragments, commit_prepared, prepare_fragment, prepare_records};
-pub use plan::{FragmentWork, Plan, plan, stored_bytes_per_row};
+pub use plan::{FragmentWork, Plan, input_bytes_per_row, plan, stored_bytes_per_row};
 
 use crate::table::TableError;
 

@@ -138,6 +138,54 @@ pub async fn plan(
     Ok(Plan { version: ds.version_id(), fragments, table_rows, by_version })
 }
 
+/// Bytes a row of the inputs `columns` takes, for sizing batches: the most among the first, middle
+/// and last of `fragments` as stored (`stored_bytes_per_row`), or as decoded when more and the
+/// inputs hold values of variable size (`decoded_bytes_per_row`). An estimate: None when unknown,
+/// never an error.
+pub async fn input_bytes_per_row(ds: &Arc<Dataset>, fragments: &[FragmentWork], columns: &[String]) -> Option<f64> {
+    let mut sample = vec![0, fragments.len() / 2, fragments.len().checked_sub(1)?];
+    sample.dedup();
+    let mut most: Option<f64> = None;
+    for i in sample {
+        let found = stored_bytes_per_row(ds, fragments[i].fragment_id, columns).await.ok().flatten();
+        most = match (most, found) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    if most.is_none_or(|b| b < SAMPLE_BELOW) {
+        let decoded = decoded_bytes_per_row(ds, &fragments[0], columns).await.ok().flatten();
+        most = match (most, decoded) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    most
+}
+
+/// Below this many bytes a row as stored, a few rows of inputs of variable size are read to tell
+/// their size decoded: Lance compresses pages (1 MiB values of a repeated pattern take a few bytes
+/// a row on disk), and batches sized by the stored bytes held a task's whole range in memory.
+const SAMPLE_BELOW: f64 = 64.0 * 1024.0;
+/// Rows read for that (from the first planned rows).
+const SAMPLE_ROWS: usize = 4;
+
+/// The mean bytes decoded of the first planned rows of `frag`, plain inputs of `columns`, when some
+/// are of variable size (see `budget::variable_width`); else None (their stored size tells).
+pub async fn decoded_bytes_per_row(ds: &Dataset, frag: &FragmentWork, columns: &[String]) -> Result<Option<f64>> {
+    let plain = super::blob::plain(ds, columns);
+    let variable =
+        plain.iter().any(|c| ds.schema().field(c).is_some_and(|f| super::budget::variable_width(&f.data_type())));
+    let offsets = &frag.offsets[..frag.offsets.len().min(SAMPLE_ROWS)];
+    if !variable || offsets.is_empty() {
+        return Ok(None);
+    }
+    let addrs: Vec<u64> = offsets.iter().map(|o| (frag.fragment_id << 32) | u64::from(*o)).collect();
+    let batch = ds.take_rows(&addrs, lance::dataset::ProjectionRequest::from_columns(&plain, ds.schema())).await?;
+    let sizes = super::budget::row_bytes(&batch);
+    Ok(Some(sizes.iter().sum::<u64>() as f64 / sizes.len().max(1) as f64))
+}
+
 /// Below this many bytes per row (all of the data files holding the inputs, as the manifest
 /// records their sizes) no footer is read: a batch of the most rows a backfill reads at once (32k)
 /// is then at most 32 MiB, within any sensible batch budget, and the footers (~64 KiB each on an

@@ -330,7 +330,10 @@ async fn send_pieces(
 }
 
 fn missing(fragment: u64, range: &Range<u32>) -> BackfillError {
-    BackfillError::Fragment { fragment, message: format!("rows {}..{} are not all in the fragment", range.start, range.end) }
+    BackfillError::Fragment {
+        fragment,
+        message: format!("rows {}..{} are not all in the fragment", range.start, range.end),
+    }
 }
 
 /// `ranges` grouped into runs of adjacent ranges (each run is read in one request).

@@ -4,7 +4,7 @@ use super::block_on;
 use super::errors::backfill_error;
 use crate::backfill::checkpoint::{self, Checkpoint, Found};
 use crate::backfill::commit;
-use crate::backfill::{self, CheckpointStore, Plan, Stamp, read, stored_bytes_per_row};
+use crate::backfill::{self, CheckpointStore, Plan, Stamp, read};
 use crate::store::StorageOptions;
 use crate::table;
 use arrow::array::{Array, ArrayData, BooleanArray, UInt32Array, make_array};
@@ -274,21 +274,7 @@ fn plan_backfill(
             let plan =
                 backfill::plan(&ds, combined.as_deref(), &input_columns, null_target.as_deref(), count_by.as_deref())
                     .await?;
-            // Sampled from the first, middle and last planned fragments' file footers (a read each);
-            // an estimate: a failure leaves it unknown, never fails the plan.
-            let frags = &plan.fragments;
-            let mut bytes_per_row: Option<f64> = None;
-            if !frags.is_empty() {
-                let mut sample = vec![0, frags.len() / 2, frags.len() - 1];
-                sample.dedup();
-                for i in sample {
-                    let found = stored_bytes_per_row(&ds, frags[i].fragment_id, &input_columns).await.ok().flatten();
-                    bytes_per_row = match (bytes_per_row, found) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-            }
+            let bytes_per_row = backfill::input_bytes_per_row(&ds, &plan.fragments, &input_columns).await;
             let pinned = (table::manifest_tag(&ds), table::shipped::pack(&ds));
             let prefetched = listed.await.ok().flatten();
             Ok::<_, backfill::BackfillError>((plan, bytes_per_row, pinned, prefetched))
@@ -556,7 +542,8 @@ fn read_runs(
     let ranges = ranges.into_iter().map(|(s, e)| s..e).collect();
     let options = storage_options.unwrap_or_default();
     let runtime = crate::runtime::runtime();
-    let reader = read::RunReader::start(runtime.handle(), uri, options, version, fragment_id, ranges, columns, joined, budget);
+    let reader =
+        read::RunReader::start(runtime.handle(), uri, options, version, fragment_id, ranges, columns, joined, budget);
     Ok(RowRuns { reader: std::sync::Mutex::new(Some(reader)) })
 }
 
