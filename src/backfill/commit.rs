@@ -132,9 +132,250 @@ pub async fn prepare_fragment(
             Err(e) => Err(failure.lock().ok().and_then(|mut f| f.take()).unwrap_or_else(|| e.into())),
         };
     }
+    if let (Some(stamp), Some(parts)) = (stamp, spans(uris, &held)) {
+        // Rows outside the plan (a filter, deleted rows) keep their old values: read in pieces and
+        // merged with the checkpoints' rows piece by piece, so a worker holds a piece of the old
+        // column and a checkpoint or two, not the fragment's whole column.
+        let merge = Merge::start(table_uri, options, version, &schema, stamp, fragment_id, physical_rows, parts, held);
+        return merge.write(&fragment, &declared, planned).await;
+    }
     let columns = fragment_columns(&fragment, options, &arrow_fields, stamp, uris, held, planned).await?;
     let batch = RecordBatch::try_new(schema, columns)?;
     Ok(fragment.write_columns(futures::stream::iter([Ok(batch)]), &declared).await?)
+}
+
+/// Bytes of old values a merge reads at once (see `Merge`).
+const OLD_VALUES_PIECE: u64 = 32 << 20;
+
+/// The checkpoints (stored or handed over) as the spans of offsets they hold, in offset order, or
+/// None when two overlap (a rerun recomputed rows a lost report had not said were checkpointed: the
+/// whole-column path resolves them).
+fn spans(uris: &[String], held: &[Checkpoint]) -> Option<Vec<(u32, u32, Part)>> {
+    let mut spans = Vec::with_capacity(uris.len() + held.len());
+    for uri in uris {
+        let found = checkpoint::Found::parse(uri.rsplit('/').next()?)?;
+        spans.push((found.first, found.last, Part::Stored(uri.clone())));
+    }
+    for (i, cp) in held.iter().enumerate() {
+        let offsets = cp.offsets.values();
+        spans.push((*offsets.first()?, *offsets.last()?, Part::Held(i)));
+    }
+    spans.sort_by_key(|s| s.0);
+    spans.windows(2).all(|w| w[0].1 < w[1].0).then_some(spans)
+}
+
+/// A fragment's new column file from its old values (read in pieces of `OLD_VALUES_PIECE` bytes)
+/// with the rows of its checkpoints put in their places, a piece at a time.
+struct Merge<'a> {
+    old: super::read::RunReader,
+    options: &'a StorageOptions,
+    schema: Arc<Schema>,
+    stamp: &'a Stamp,
+    fragment_id: u64,
+    rows: usize,
+    parts: std::collections::VecDeque<(u32, u32, Part)>,
+    held: Vec<Option<Checkpoint>>,
+    /// The checkpoint being merged, and the position of its next row.
+    current: Option<(Checkpoint, usize)>,
+    /// Old values read and not merged yet (from their first offset).
+    leftover: Option<(u32, RecordBatch)>,
+}
+
+impl<'a> Merge<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        table_uri: &str,
+        options: &'a StorageOptions,
+        version: u64,
+        schema: &Arc<Schema>,
+        stamp: &'a Stamp,
+        fragment_id: u64,
+        rows: usize,
+        parts: Vec<(u32, u32, Part)>,
+        held: Vec<Checkpoint>,
+    ) -> Self {
+        let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let old = super::read::RunReader::start(
+            crate::runtime::runtime().handle(),
+            table_uri.to_owned(),
+            options.clone(),
+            version,
+            fragment_id,
+            vec![0..rows as u32],
+            columns,
+            true,
+            Some(OLD_VALUES_PIECE),
+        );
+        let held = held.into_iter().map(Some).collect();
+        Self {
+            old,
+            options,
+            schema: schema.clone(),
+            stamp,
+            fragment_id,
+            rows,
+            parts: parts.into(),
+            held,
+            current: None,
+            leftover: None,
+        }
+    }
+
+    /// Writes the file, checking that checkpoints hold every `planned` row.
+    async fn write(
+        self,
+        fragment: &lance::dataset::fragment::FileFragment,
+        declared: &lance_core::datatypes::Schema,
+        planned: &[u32],
+    ) -> Result<DataReplacementGroup> {
+        let failure: Arc<std::sync::Mutex<Option<BackfillError>>> = Default::default();
+        let fail = failure.clone();
+        // State: the merge and the index of the next planned row; None once a piece failed.
+        let batches = futures::stream::unfold(Some((self, 0usize)), move |state| {
+            let failure = fail.clone();
+            async move {
+                let (mut merge, next_planned) = state?;
+                match merge.next_piece(planned, next_planned).await {
+                    Ok(None) => None,
+                    Ok(Some((batch, next_planned))) => Some((Ok(batch), Some((merge, next_planned)))),
+                    Err(e) => {
+                        let text = e.to_string();
+                        if let Ok(mut first) = failure.lock() {
+                            first.get_or_insert(e);
+                        }
+                        Some((Err(lance::Error::io(text)), None))
+                    }
+                }
+            }
+        });
+        match fragment.write_columns(Box::pin(batches), declared).await {
+            Ok(group) => Ok(group),
+            Err(e) => Err(failure.lock().ok().and_then(|mut f| f.take()).unwrap_or_else(|| e.into())),
+        }
+    }
+
+    /// The next piece of the file (None after the last), and the index of the first planned row
+    /// after it.
+    async fn next_piece(&mut self, planned: &[u32], mut next_planned: usize) -> Result<Option<(RecordBatch, usize)>> {
+        let piece = match self.leftover.take() {
+            Some(piece) => Some(Ok(piece)),
+            None => self.old.next().await,
+        };
+        let Some(piece) = piece else {
+            if let Some((first, _, _)) = self.parts.front() {
+                return Err(self.beyond(*first));
+            }
+            if let Some((cp, at)) = &self.current {
+                return Err(self.beyond(cp.offsets.value(*at)));
+            }
+            if let Some(missing) = planned.get(next_planned) {
+                return Err(self.not_checkpointed(*missing));
+            }
+            return Ok(None);
+        };
+        let (first, mut old) = piece?;
+        // A piece holds the rows of one checkpoint at most (each is at most the job's checkpoint
+        // bytes): the rest of the old values wait for the next piece.
+        let end = first + old.num_rows() as u32;
+        let boundary = match (&self.current, self.parts.front()) {
+            (Some((cp, _)), _) => Some(cp.offsets.values().last().map_or(end, |l| l + 1)),
+            (None, Some((start, last, _))) if *start < end => Some(last + 1),
+            _ => None,
+        };
+        if let Some(cut) = boundary.filter(|b| *b > first && *b < end) {
+            let keep = (cut - first) as usize;
+            self.leftover = Some((cut, old.slice(keep, old.num_rows() - keep)));
+            old = old.slice(0, keep);
+        }
+        let end = first + old.num_rows() as u32;
+        // Source 0: the old values (and records); then slices of checkpoints.
+        let mut values: Vec<ArrayRef> = vec![old.column(0).clone()];
+        let record =
+            old.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| TableError::Invalid("record".into()))?;
+        let mut records: Vec<ArrayRef> =
+            vec![Arc::new(record.iter().map(|v| Some(v.unwrap_or(NOT_COMPUTED))).collect::<Int64Array>())];
+        let mut picks: Vec<(usize, usize)> = (0..old.num_rows()).map(|i| (0, i)).collect();
+        let mut fresh = vec![false; old.num_rows()];
+        while self.checkpoint_before(end).await? {
+            let Some((cp, at)) = self.current.as_mut() else { break };
+            let offsets = &cp.offsets.values()[*at..];
+            let n = offsets.partition_point(|o| *o < end);
+            let source = values.len();
+            values.push(cp.values.slice(*at, n));
+            records.push(stamped(cp, self.stamp.id).slice(*at, n));
+            for (k, offset) in offsets[..n].iter().enumerate() {
+                let row = (offset - first) as usize;
+                picks[row] = (source, k);
+                fresh[row] = true;
+            }
+            *at += n;
+            if *at < cp.offsets.len() {
+                break; // its next row is in a later piece
+            }
+            self.current = None;
+        }
+        while let Some(offset) = planned.get(next_planned).filter(|o| **o < end) {
+            if *offset < first || !fresh[(offset - first) as usize] {
+                return Err(self.not_checkpointed(*offset));
+            }
+            next_planned += 1;
+        }
+        let interleave = |arrays: &[ArrayRef]| {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            arrow::compute::interleave(&refs, &picks)
+        };
+        let batch = RecordBatch::try_new(self.schema.clone(), vec![interleave(&values)?, interleave(&records)?])?;
+        Ok(Some((batch, next_planned)))
+    }
+
+    /// Whether a checkpoint holds rows before `end` not merged yet: then it is `current` (loaded
+    /// when its turn comes).
+    async fn checkpoint_before(&mut self, end: u32) -> Result<bool> {
+        if self.current.is_none() {
+            match self.parts.front() {
+                Some((first, _, _)) if *first < end => {}
+                _ => return Ok(false),
+            }
+            let Some((_, _, part)) = self.parts.pop_front() else { return Ok(false) };
+            let cp = match part {
+                Part::Stored(uri) => checkpoint::read(&uri, self.options).await?.ok_or_else(|| {
+                    BackfillError::Checkpoint { path: uri.clone(), message: "vanished before the commit".into() }
+                })?,
+                Part::Held(i) => self
+                    .held
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .ok_or_else(|| TableError::Invalid("a held run taken twice".into()))?,
+            };
+            let want = self.schema.field(0).data_type();
+            if cp.values.data_type() != want {
+                return Err(BackfillError::Checkpoint {
+                    path: format!("of fragment {}", self.fragment_id),
+                    message: format!(
+                        "holds {} but column {} is {want}",
+                        cp.values.data_type(),
+                        self.schema.field(0).name()
+                    ),
+                });
+            }
+            self.current = Some((cp, 0));
+        }
+        Ok(self.current.as_ref().is_some_and(|(cp, at)| cp.offsets.value(*at) < end))
+    }
+
+    fn beyond(&self, offset: u32) -> BackfillError {
+        BackfillError::Fragment {
+            fragment: self.fragment_id,
+            message: format!("checkpoint offset {offset} beyond {} rows", self.rows),
+        }
+    }
+
+    fn not_checkpointed(&self, offset: u32) -> BackfillError {
+        BackfillError::Fragment {
+            fragment: self.fragment_id,
+            message: format!("not fully checkpointed: no checkpoint holds the row at offset {offset}"),
+        }
+    }
 }
 
 /// What a fragment's new column file holds: the column and its version record (`declared`, as

@@ -78,7 +78,7 @@ class TreePeak:
         # Each process's own peak: their sum bounds the tree's peak whenever the processes' peaks
         # happen to coincide (a longer job gives its workers more chances to peak together).
         self.each_peak: dict[int, int] = {}
-        self.each_name: dict[int, str] = {}  # each process's command line at its peak
+        self.named_peak: dict[tuple[int, str], int] = {}  # (pid, command line): the peak while so named
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -92,7 +92,10 @@ class TreePeak:
         for pid, size in each.items():
             if size > self.each_peak.get(pid, 0):
                 self.each_peak[pid] = size
-                self.each_name[pid] = _name(pid)
+            # Ray renames a worker for the task it runs: each name's peak is kept on its own.
+            key = (pid, _name(pid))
+            if size > self.named_peak.get(key, 0):
+                self.named_peak[key] = size
         if pss > self.bytes:
             # Named now: a process may be gone by the end (read only at a new peak).
             self.bytes, self.processes = pss, processes
@@ -113,9 +116,13 @@ class TreePeak:
         self._take()
 
     def peaks_of(self, prefix: str) -> list[int]:
-        """The own peaks of the processes whose command line at their peak starts with ``prefix``
-        (e.g. ``ray::run`` for Ray workers running a backfill's tasks), largest first."""
-        return sorted((p for pid, p in self.each_peak.items() if self.each_name[pid].startswith(prefix)), reverse=True)
+        """Per process, its peak while its command line started with ``prefix`` (e.g. ``ray::run``:
+        Ray workers while they run a backfill's tasks), largest first."""
+        peaks: dict[int, int] = {}
+        for (pid, name), size in self.named_peak.items():
+            if name.startswith(prefix):
+                peaks[pid] = max(peaks.get(pid, 0), size)
+        return sorted(peaks.values(), reverse=True)
 
     @property
     def peaks_summed(self) -> int:
