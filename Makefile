@@ -69,6 +69,7 @@ bench: setup ## Benchmarks (bench/) on a release build (~35 min to build the fir
 	$(VPY) bench/shared_nothing.py
 	$(VPY) bench/detached.py
 	$(VPY) bench/multimodal.py
+	$(VPY) bench/fragments.py
 	$(VPY) bench/peers.py
 	$(VPY) bench/pack.py
 	$(VPY) bench/widgets.py

@@ -1,9 +1,10 @@
 """Tables of 1 MiB values in one fragment at two sizes: the process tree's peak memory (PSS: the
 kernel, the embedded Ray's GCS and raylet, the workers) during a backfill, against the same tree
 idle, each task worker's own peak, and the throughput; prints a markdown table. Values random (their
-stored size is their size) and compressible (a few KiB stored for 1 MiB decoded).
+stored size is their size) and compressible (a few KiB stored for 1 MiB decoded), one fragment;
+random in fragments of 192 MiB.
 
-    .venv/bin/python bench/multimodal.py [--mib 1536 3072] [--values random compressible]
+    .venv/bin/python bench/multimodal.py [--mib 1536 3072]
 
 Each (size, UDF) runs in a fresh process with its own embedded Ray (num_cpus=2): the idle figure
 is that tree after Ray started and a small warm-up job ran, the peak is sampled every 50 ms
@@ -26,9 +27,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "python"))
 
 
-def child(mib: int, column: str, values: str = "random") -> dict:
-    """One job in this process: ``mib`` rows of 1 MiB in one fragment, ``values`` random (as stored
-    about their size) or compressible (a 16-byte pattern repeated: a few KiB stored)."""
+def child(mib: int, column: str, values: str = "random", fragment_mib: int = 0) -> dict:
+    """One job in this process: ``mib`` rows of 1 MiB, ``values`` random (as stored about their
+    size) or compressible (a 16-byte pattern repeated: a few KiB stored), in one fragment (geneva's
+    ``create_table``, Lance's default) or, with ``fragment_mib``, in fragments of that many rows
+    (pylance's ``max_rows_per_file``)."""
     import hashlib
 
     import geneva
@@ -40,6 +43,12 @@ def child(mib: int, column: str, values: str = "random") -> dict:
     def reader(rows: int):
         return compressible_reader([1 << 20] * rows) if values == "compressible" else blob_reader(rows)
 
+    def create(db, name: str, rows: int):
+        if not fragment_mib:
+            return db.create_table(name, reader(rows))
+        lance.write_dataset(reader(rows), str(tmp / "db" / f"{name}.lance"), max_rows_per_file=fragment_mib)
+        return db.open_table(name)
+
     @geneva.udf
     def digest(content: bytes) -> str:
         return hashlib.sha256(content).hexdigest()
@@ -49,12 +58,13 @@ def child(mib: int, column: str, values: str = "random") -> dict:
         return content[: len(content) // 4]
 
     tmp = Path(tempfile.mkdtemp(prefix="geneva-bench-mm-", dir="/var/tmp"))
+    (tmp / "db").mkdir()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     db = geneva.connect(tmp / "db")
-    warm = db.create_table("warm", reader(16))
+    warm = create(db, "warm", 16)
     warm.add_columns({"digest": digest, "quarter": quarter})
     warm.backfill(column)
-    tbl = db.create_table("blobs", reader(mib))
+    tbl = create(db, "blobs", mib)
     fragments = len(lance.dataset(tbl.uri).get_fragments())
     tbl.add_columns({"digest": digest, "quarter": quarter})
     time.sleep(1)
@@ -79,9 +89,12 @@ def child(mib: int, column: str, values: str = "random") -> dict:
     }
 
 
-def run_child(mib: int, column: str, values: str) -> dict:
+def run_child(mib: int, column: str, values: str, fragment_mib: int) -> dict:
     run = subprocess.run(
-        [sys.executable, __file__, "--child", str(mib), column, values], capture_output=True, text=True, check=False
+        [sys.executable, __file__, "--child", str(mib), column, values, str(fragment_mib)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
     if run.returncode != 0 or not lines:
@@ -89,14 +102,18 @@ def run_child(mib: int, column: str, values: str) -> dict:
     return json.loads(lines[-1])
 
 
+# (values, rows a fragment: 0 for one fragment of the whole table)
+SHAPES = (("random", 0), ("compressible", 0), ("random", 192))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, nargs=2, default=[1536, 3072], help="the two table sizes (rows of 1 MiB)")
-    parser.add_argument("--values", nargs="+", default=["random", "compressible"], help="the values' kinds")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(int(args.child[0]), *args.child[1:])))
+        mib, column, values, fragment_mib = args.child
+        print(json.dumps(child(int(mib), column, values, int(fragment_mib))))
         return 0
     gib, mib_ = 2**30, 2**20
     rows = [
@@ -104,10 +121,10 @@ def main() -> int:
         "| time | MiB/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for values in args.values:
+    for values, fragment_mib in SHAPES:
         for column in ("digest", "quarter"):
             for mib in args.mib:
-                r = run_child(mib, column, values)
+                r = run_child(mib, column, values, fragment_mib)
                 workers = ", ".join(f"{p / mib_:.0f}" for p in r["worker_peaks"][:4])
                 rows.append(
                     f"| {values} | {column} | {mib / 1024:.1f} GiB | {r['fragments']} | {r['idle'] / gib:.2f} GiB | "

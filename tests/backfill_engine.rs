@@ -38,7 +38,13 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
     let columns = vec!["id".to_owned()];
     // Two stretches (0..5 in two ranges, then 7..10), each read in one request when joined (rows
     // of a few bytes), else range by range (large rows): the same batches either way.
-    for joined in [true, false] {
+    // With a budget of 16 bytes (two ids, give or take a sixteenth), each range comes in pieces of
+    // at most two rows, never across a range's end, each with its first offset.
+    let whole = vec![(0, vec![0, 1, 2]), (3, vec![3, 4]), (7, vec![7, 8, 9])];
+    let pieces = vec![(0, vec![0, 1]), (2, vec![2]), (3, vec![3, 4]), (7, vec![7, 8]), (9, vec![9])];
+    for (joined, budget, want) in
+        [(true, None, &whole), (false, None, &whole), (true, Some(16), &pieces), (false, Some(16), &pieces)]
+    {
         let mut reader = backfill::read::RunReader::start(
             &handle,
             uri.clone(),
@@ -48,13 +54,14 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
             vec![0..3, 3..5, 7..10],
             columns.clone(),
             joined,
+            budget,
         );
         let mut got = Vec::new();
         while let Some(batch) = reader.next().await {
-            let batch = batch.unwrap();
-            got.push(batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec());
+            let (first, batch) = batch.unwrap();
+            got.push((first, batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()));
         }
-        assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4], vec![7, 8, 9]], "joined: {joined}");
+        assert_eq!(&got, want, "joined: {joined}, budget: {budget:?}");
     }
 
     // Rows past the fragment's end: the stretch is refused, naming the rows.
@@ -67,6 +74,7 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
         vec![6..8, 8..12],
         columns.clone(),
         true,
+        None,
     );
     let err = reader.next().await.unwrap().unwrap_err().to_string();
     assert!(err.contains("6..12") && err.contains("10 addressable rows"), "{err}");
@@ -82,6 +90,7 @@ async fn run_reader_reads_each_range_in_order_across_stretches() {
         vec![0..1, 1..2],
         vec!["nope".to_owned()],
         true,
+        None,
     );
     assert!(reader.next().await.unwrap().is_err());
 }

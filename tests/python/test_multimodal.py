@@ -64,24 +64,30 @@ def checkpoint_runs(log: list[str]) -> list[tuple[int, int]]:
     return sorted((int(m[1]), int(m[2])) for r in log if r.startswith("PUT ") and (m := pattern.search(r)))
 
 
+def multimodal_job(*args: object) -> dict:
+    """bench/multimodal.py's job in a fresh process (``--child`` with ``args``): its figures."""
+    run = subprocess.run(
+        [sys.executable, str(MULTIMODAL), "--child", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert run.returncode == 0 and lines, run.stderr[-3000:]
+    return json.loads(lines[-1])
+
+
 def test_memory_is_bounded_by_bytes_not_rows() -> None:
-    """Backfilling a table of 1 MiB values twice as large takes no more memory: the PSS of the
+    """Backfilling a table of 1 MiB values twice as large takes no more memory (random values in
+    fragments of 128 MiB; one large fragment: the test below): the PSS of the
     whole process tree (kernel, Ray's GCS and raylet, the workers) above the same tree idle, each
     size in a fresh process with its own embedded Ray (bench/multimodal.py's run, which prints the
     figures): batches, tasks, checkpoints and the fragment's column file are sized by bytes.
     Measured before: 600 MiB for a 256 MiB table, 1,237 MiB for 512 MiB (in one process)."""
     above = {}
     for mib in (512, 1024):
-        run = subprocess.run(
-            [sys.executable, str(MULTIMODAL), "--child", str(mib), "quarter"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
-        assert run.returncode == 0 and lines, run.stderr[-3000:]
-        r = json.loads(lines[-1])
+        r = multimodal_job(mib, "quarter", "random", 128)
         above[mib] = r["peak"] - r["idle"]
         processes = f"{r['idle_processes']} -> {r['processes']}"
         summed = (r["peaks_summed"] - r["idle"]) / 2**20
@@ -107,16 +113,7 @@ def test_memory_on_one_large_fragment_of_compressed_values_is_flat_in_its_size()
     (the tree 3.4 GiB above idle), growing with the table."""
     above, workers = {}, {}
     for mib in (768, 1536):
-        run = subprocess.run(
-            [sys.executable, str(MULTIMODAL), "--child", str(mib), "digest", "compressible"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
-        assert run.returncode == 0 and lines, run.stderr[-3000:]
-        r = json.loads(lines[-1])
+        r = multimodal_job(mib, "digest", "compressible", 0)
         assert r["fragments"] == 1
         above[mib], workers[mib] = r["peak"] - r["idle"], r["worker_peaks"]
         print(f"{mib} MiB: {above[mib] >> 20} MiB above idle; task workers {[w >> 20 for w in workers[mib]]} MiB")

@@ -29,6 +29,23 @@ def calls(log) -> collections.Counter:
     return collections.Counter(int(line) for line in log.read_text().split())
 
 
+def doubling_that_dies_once_at(row: int, marker, log, **options):
+    """A UDF ``2 * id`` that logs each call and ends its worker process at its first call on ``row``
+    (``marker`` then exists)."""
+    log.touch()
+
+    @geneva.udf(**options)
+    def double(id: int) -> int:
+        with open(log, "a") as f:
+            f.write(f"{id}\n")
+        if id == row and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return 2 * id
+
+    return double
+
+
 @pytest.mark.parametrize("task_size", [None, ROWS], ids=["four-tasks", "one-task-writes-its-file"])
 def test_a_worker_that_dies_is_replaced_and_the_task_resumes_from_its_checkpoints(tmp_path, task_size) -> None:
     """Row 1,750's first call ends its worker process. The job completes: values right, counts exact,
@@ -37,16 +54,7 @@ def test_a_worker_that_dies_is_replaced_and_the_task_resumes_from_its_checkpoint
     the fragment (which would write the column file itself), the rerun hands its rows to the commit,
     which finds the dead run's checkpoints."""
     marker, log = tmp_path / "crashed", tmp_path / "calls"
-    log.touch()
-
-    @geneva.udf(checkpoint_size=100)
-    def double(id: int) -> int:
-        with open(log, "a") as f:
-            f.write(f"{id}\n")
-        if id == 1750 and not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)
-        return 2 * id
+    double = doubling_that_dies_once_at(1750, marker, log, checkpoint_size=100)
 
     tbl = table(tmp_path)
     tbl.add_columns({"double": double})
@@ -196,16 +204,7 @@ def test_a_worker_that_dies_in_a_group_of_small_fragments_reruns_only_the_fragme
     others computed again (the finished ones it had not reported yet among them: reports are sent
     every 0.25 s); values right, one retry per task rerun."""
     marker, log = tmp_path / "crashed", tmp_path / "calls"
-    log.touch()
-
-    @geneva.udf
-    def double(id: int) -> int:
-        with open(log, "a") as f:
-            f.write(f"{id}\n")
-        if id == 5025 and not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)
-        return 2 * id
+    double = doubling_that_dies_once_at(5025, marker, log)
 
     tbl = small_fragments(tmp_path, 200, 50)
     tbl.add_columns({"double": double})
