@@ -201,7 +201,7 @@ impl<'a> Merge<'a> {
             options.clone(),
             version,
             fragment_id,
-            vec![0..rows as u32],
+            std::iter::once(0..rows as u32).collect(),
             columns,
             true,
             Some(OLD_VALUES_PIECE),

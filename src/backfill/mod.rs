@@ -38,18 +38,6 @@ pub fn gapless(offsets: &[u32]) -> Option<std::ops::Range<u32>> {
     ((last - first) as usize + 1 == offsets.len()).then_some(first..last + 1)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn batches_are_cut_by_size_and_where_a_checkpoint_ends() {
-        let (t, f) = (true, false);
-        assert_eq!(super::batches(&[f, f, f, f, f], 2), vec![(0, 2, f), (2, 4, f), (4, 5, f)]);
-        assert_eq!(super::batches(&[t, t, t, f, f], 2), vec![(0, 2, t), (2, 3, t), (3, 5, f)]);
-        assert_eq!(super::batches(&[f, t, f], 8), vec![(0, 1, f), (1, 2, t), (2, 3, f)]);
-        assert!(super::batches(&[], 4).is_empty());
-    }
-}
-
 /// A task's rows (`covered`: whether a checkpoint holds each) as batches [(start, end, done)] of
 /// at most `batch_size` rows, cut also where the coverage changes: a batch is wholly checkpointed
 /// (done) or wholly not (a checkpoint may end inside a planned batch: a batch whose rows were
@@ -69,5 +57,17 @@ pub fn batches(covered: &[bool], batch_size: usize) -> Vec<(usize, usize, bool)>
 impl From<lance::Error> for BackfillError {
     fn from(e: lance::Error) -> Self {
         BackfillError::Lance(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_are_cut_by_size_and_where_a_checkpoint_ends() {
+        let (t, f) = (true, false);
+        assert_eq!(super::batches(&[f, f, f, f, f], 2), vec![(0, 2, f), (2, 4, f), (4, 5, f)]);
+        assert_eq!(super::batches(&[t, t, t, f, f], 2), vec![(0, 2, t), (2, 3, t), (3, 5, f)]);
+        assert_eq!(super::batches(&[f, t, f], 8), vec![(0, 1, f), (1, 2, t), (2, 3, f)]);
+        assert!(super::batches(&[], 4).is_empty());
     }
 }
